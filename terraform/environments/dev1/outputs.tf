@@ -1,0 +1,24 @@
+output "elb_dns_name" {
+  description = "DNS name of the internal ELB."
+  value       = module.vf_export.elb_dns_name
+}
+
+output "elb_name" {
+  description = "Name of the ELB."
+  value       = module.vf_export.elb_name
+}
+
+output "dns_name" {
+  description = "Service DNS name (Route 53 alias)."
+  value       = module.vf_export.dns_name
+}
+
+output "asg_name" {
+  description = "Name of the Auto Scaling Group."
+  value       = module.vf_export.asg_name
+}
+
+output "iam_role_arn" {
+  description = "ARN of the instance role."
+  value       = module.vf_export.iam_role_arn
+}

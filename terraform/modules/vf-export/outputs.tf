@@ -1,0 +1,39 @@
+output "elb_dns_name" {
+  description = "DNS name of the internal ELB."
+  value       = aws_elb.this.dns_name
+}
+
+output "elb_name" {
+  description = "Name of the ELB (aws elb describe-instance-health --load-balancer-name ...)."
+  value       = aws_elb.this.name
+}
+
+output "dns_name" {
+  description = "Service name: the Route 53 alias to the ELB."
+  value       = aws_route53_record.this.fqdn
+}
+
+output "asg_name" {
+  description = "Name of the Auto Scaling Group (instance refresh, set-desired-capacity)."
+  value       = aws_autoscaling_group.this.name
+}
+
+output "launch_template_id" {
+  description = "ID of the launch template."
+  value       = aws_launch_template.this.id
+}
+
+output "iam_role_arn" {
+  description = "ARN of the instance role (trust it from the SFMC and TMOL roles)."
+  value       = aws_iam_role.this.arn
+}
+
+output "iam_role_name" {
+  description = "Name of the instance role."
+  value       = aws_iam_role.this.name
+}
+
+output "app_security_group_id" {
+  description = "Security group of the instances (allow it on MongoDB 27017)."
+  value       = aws_security_group.app.id
+}
