@@ -1,0 +1,879 @@
+//! Terraform invariants of `shared/spec/operations.md`, asserted from the
+//! parsed HCL (hcl-rs), without AWS access or a terraform binary.
+//!
+//! Every `.tf` file under `terraform/` is parsed. Numbers may live in the
+//! resource itself or in a module variable's default; an environment root may
+//! pass its own value (from `terraform.tfvars`). [`Stack::eval`] resolves
+//! `var.*` and `local.*` the way terraform would for one environment, so every
+//! assertion checks the value dev1 and prod1 actually deploy, and fails if the
+//! number in the HCL changes. Also checked here: the values shared with the
+//! cloud-config and the systemd units (drain 540 s < stop 600 s = ELB 600 s).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use hcl::expr::{ObjectKey, Operation, TraversalOperator, UnaryOperator};
+use hcl::{Block, Body, Expression};
+
+const ENVIRONMENTS: [&str; 2] = ["dev1", "prod1"];
+const GROUP_METRICS: [&str; 8] = [
+    "GroupMinSize",
+    "GroupMaxSize",
+    "GroupDesiredCapacity",
+    "GroupInServiceInstances",
+    "GroupPendingInstances",
+    "GroupStandbyInstances",
+    "GroupTerminatingInstances",
+    "GroupTotalInstances",
+];
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn tf_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let mut entries: Vec<_> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if path.is_dir() {
+            if name != ".terraform" {
+                tf_files(&path, out);
+            }
+        } else if name.ends_with(".tf") {
+            out.push(path);
+        }
+    }
+}
+
+fn parse_file(path: &Path) -> Body {
+    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    hcl::parse(&text).unwrap_or_else(|e| panic!("{} does not parse: {e}", path.display()))
+}
+
+/// All top-level blocks of the `.tf` files of one directory.
+fn dir_blocks(dir: &Path) -> Vec<Block> {
+    let mut files = Vec::new();
+    tf_files(dir, &mut files);
+    files.retain(|f| f.parent() == Some(dir));
+    assert!(!files.is_empty(), "no .tf files in {}", dir.display());
+    files
+        .iter()
+        .flat_map(|f| parse_file(f).into_blocks().collect::<Vec<_>>())
+        .collect()
+}
+
+fn labels(block: &Block) -> Vec<&str> {
+    block.labels().iter().map(|l| l.as_str()).collect()
+}
+
+fn attr<'a>(body: &'a Body, key: &str) -> Option<&'a Expression> {
+    body.attributes().find(|a| a.key() == key).map(|a| a.expr())
+}
+
+fn must_attr<'a>(block: &'a Block, key: &str) -> &'a Expression {
+    attr(block.body(), key)
+        .unwrap_or_else(|| panic!("{} {:?} has no attribute {key}", block.identifier(), labels(block)))
+}
+
+fn sub_blocks<'a>(block: &'a Block, ident: &str) -> Vec<&'a Block> {
+    block.body().blocks().filter(|b| b.identifier() == ident).collect()
+}
+
+fn one_block<'a>(block: &'a Block, ident: &str) -> &'a Block {
+    let found = sub_blocks(block, ident);
+    assert_eq!(found.len(), 1, "{:?}: expected one {ident} block", labels(block));
+    found[0]
+}
+
+/// `a.b.c` of a traversal expression (root variable plus attribute names).
+fn path_of(expr: &Expression) -> Option<Vec<String>> {
+    match expr {
+        Expression::Variable(v) => Some(vec![v.as_str().to_string()]),
+        Expression::Traversal(t) => {
+            let mut path = path_of(&t.expr)?;
+            for op in &t.operators {
+                match op {
+                    TraversalOperator::GetAttr(name) => path.push(name.as_str().to_string()),
+                    TraversalOperator::Index(Expression::Number(n)) => path.push(format!("[{n}]")),
+                    _ => return None,
+                }
+            }
+            Some(path)
+        }
+        Expression::Parenthesis(inner) => path_of(inner),
+        _ => None,
+    }
+}
+
+fn path_str(expr: &Expression) -> String {
+    path_of(expr).map(|p| p.join(".")).unwrap_or_else(|| format!("{expr:?}"))
+}
+
+/// Calls `f` on `expr` and every expression nested in it.
+fn walk(expr: &Expression, f: &mut dyn FnMut(&Expression)) {
+    f(expr);
+    match expr {
+        Expression::Array(items) => items.iter().for_each(|e| walk(e, f)),
+        Expression::Object(obj) => {
+            for (k, v) in obj {
+                if let ObjectKey::Expression(k) = k {
+                    walk(k, f);
+                }
+                walk(v, f);
+            }
+        }
+        Expression::Traversal(t) => {
+            walk(&t.expr, f);
+            for op in &t.operators {
+                if let TraversalOperator::Index(i) = op {
+                    walk(i, f);
+                }
+            }
+        }
+        Expression::FuncCall(c) => c.args.iter().for_each(|e| walk(e, f)),
+        Expression::Parenthesis(e) => walk(e, f),
+        Expression::Conditional(c) => {
+            walk(&c.cond_expr, f);
+            walk(&c.true_expr, f);
+            walk(&c.false_expr, f);
+        }
+        Expression::Operation(op) => match op.as_ref() {
+            Operation::Unary(u) => walk(&u.expr, f),
+            Operation::Binary(b) => {
+                walk(&b.lhs_expr, f);
+                walk(&b.rhs_expr, f);
+            }
+        },
+        Expression::ForExpr(fe) => {
+            walk(&fe.collection_expr, f);
+            if let Some(k) = &fe.key_expr {
+                walk(k, f);
+            }
+            walk(&fe.value_expr, f);
+            if let Some(c) = &fe.cond_expr {
+                walk(c, f);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Calls `f` on every expression of a body, nested blocks included.
+fn walk_body(body: &Body, f: &mut dyn FnMut(&Expression)) {
+    for a in body.attributes() {
+        walk(a.expr(), f);
+    }
+    for b in body.blocks() {
+        walk_body(b.body(), f);
+    }
+}
+
+/// The module plus, optionally, one environment root calling it.
+struct Stack {
+    module: Vec<Block>,
+    /// Attributes of the environment's `module "vf_export"` block.
+    call: BTreeMap<String, Expression>,
+    /// The environment's variables: terraform.tfvars over declared defaults.
+    env_vars: BTreeMap<String, Expression>,
+    env: Option<&'static str>,
+}
+
+impl Stack {
+    fn module_only() -> Stack {
+        Stack {
+            module: dir_blocks(&repo().join("terraform/modules/vf-export")),
+            call: BTreeMap::new(),
+            env_vars: BTreeMap::new(),
+            env: None,
+        }
+    }
+
+    fn for_env(env: &'static str) -> Stack {
+        let dir = repo().join("terraform/environments").join(env);
+        let blocks = dir_blocks(&dir);
+        let calls: Vec<&Block> = blocks.iter().filter(|b| b.identifier() == "module").collect();
+        assert_eq!(calls.len(), 1, "{env}: expected one module call");
+        let call_block = calls[0];
+        let source = must_attr(call_block, "source");
+        assert_eq!(
+            source,
+            &Expression::String("../../modules/vf-export".into()),
+            "{env}: the root must call the local module"
+        );
+        let call = call_block
+            .body()
+            .attributes()
+            .map(|a| (a.key().to_string(), a.expr().clone()))
+            .collect();
+        let mut env_vars = BTreeMap::new();
+        for b in blocks.iter().filter(|b| b.identifier() == "variable") {
+            if let Some(d) = attr(b.body(), "default") {
+                env_vars.insert(labels(b)[0].to_string(), d.clone());
+            }
+        }
+        let tfvars = dir.join("terraform.tfvars");
+        if tfvars.exists() {
+            for a in parse_file(&tfvars).attributes() {
+                env_vars.insert(a.key().to_string(), a.expr().clone());
+            }
+        }
+        Stack { module: dir_blocks(&repo().join("terraform/modules/vf-export")), call, env_vars, env: Some(env) }
+    }
+
+    fn name(&self) -> &str {
+        self.env.unwrap_or("module defaults")
+    }
+
+    fn resource(&self, kind: &str, name: &str) -> &Block {
+        self.module
+            .iter()
+            .find(|b| b.identifier() == "resource" && labels(b) == [kind, name])
+            .unwrap_or_else(|| panic!("module has no resource {kind}.{name}"))
+    }
+
+    fn data(&self, kind: &str, name: &str) -> &Block {
+        self.module
+            .iter()
+            .find(|b| b.identifier() == "data" && labels(b) == [kind, name])
+            .unwrap_or_else(|| panic!("module has no data {kind}.{name}"))
+    }
+
+    fn variable(&self, name: &str) -> &Block {
+        self.module
+            .iter()
+            .find(|b| b.identifier() == "variable" && labels(b) == [name])
+            .unwrap_or_else(|| panic!("module has no variable {name}"))
+    }
+
+    fn local(&self, name: &str) -> &Expression {
+        self.module
+            .iter()
+            .filter(|b| b.identifier() == "locals")
+            .find_map(|b| attr(b.body(), name))
+            .unwrap_or_else(|| panic!("module has no local {name}"))
+    }
+
+    /// Resolves `var.*` (environment value, else module default), `local.*`,
+    /// parentheses and unary minus; other expressions (and required variables
+    /// without an environment) come back unchanged.
+    fn eval(&self, expr: &Expression) -> Expression {
+        match expr {
+            Expression::Parenthesis(inner) => self.eval(inner),
+            Expression::Operation(op) => match op.as_ref() {
+                Operation::Unary(u) if u.operator == UnaryOperator::Neg => match self.eval(&u.expr) {
+                    Expression::Number(n) => Expression::Number(-n),
+                    other => panic!("cannot negate {other:?}"),
+                },
+                _ => expr.clone(),
+            },
+            Expression::Array(items) => Expression::Array(items.iter().map(|e| self.eval(e)).collect()),
+            _ => match path_of(expr).as_deref() {
+                Some([root, name]) if root == "var" => match self.var_value_opt(name) {
+                    Some(value) => self.eval(&value),
+                    None => expr.clone(),
+                },
+                Some([root, name]) if root == "local" => self.eval(self.local(name)),
+                _ => expr.clone(),
+            },
+        }
+    }
+
+    /// The value module variable `name` gets in this stack: the environment's
+    /// argument, else the module default; None when neither exists (a
+    /// required variable seen without an environment).
+    fn var_value_opt(&self, name: &str) -> Option<Expression> {
+        if let Some(passed) = self.call.get(name) {
+            return Some(match path_of(passed).as_deref() {
+                Some([root, env_var]) if root == "var" => self
+                    .env_vars
+                    .get(env_var.as_str())
+                    .cloned()
+                    .unwrap_or_else(|| panic!("{}: no value for var.{env_var}", self.name())),
+                _ => passed.clone(),
+            });
+        }
+        attr(self.variable(name).body(), "default").cloned()
+    }
+
+    fn var_value(&self, name: &str) -> Expression {
+        self.var_value_opt(name)
+            .unwrap_or_else(|| panic!("{}: module variable {name} has no default and is not passed", self.name()))
+    }
+
+    fn num(&self, expr: &Expression) -> f64 {
+        match self.eval(expr) {
+            Expression::Number(n) => n.as_f64().unwrap(),
+            other => panic!("{}: expected a number, got {other:?} from {}", self.name(), path_str(expr)),
+        }
+    }
+
+    fn string(&self, expr: &Expression) -> String {
+        match self.eval(expr) {
+            Expression::String(s) => s,
+            other => panic!("{}: expected a string, got {other:?} from {}", self.name(), path_str(expr)),
+        }
+    }
+
+    fn strings(&self, expr: &Expression) -> Vec<String> {
+        match self.eval(expr) {
+            Expression::Array(items) => items.iter().map(|e| self.string(e)).collect(),
+            other => panic!("{}: expected a list, got {other:?}", self.name()),
+        }
+    }
+
+    fn boolean(&self, expr: &Expression) -> bool {
+        match self.eval(expr) {
+            Expression::Bool(b) => b,
+            other => panic!("{}: expected a bool, got {other:?}", self.name()),
+        }
+    }
+
+    /// The items of a list literal, unresolved.
+    fn strings_raw(&self, expr: &Expression) -> Vec<Expression> {
+        match expr {
+            Expression::Array(items) => items.clone(),
+            other => panic!("expected a list literal, got {other:?}"),
+        }
+    }
+
+    fn num_attr(&self, block: &Block, key: &str) -> f64 {
+        self.num(must_attr(block, key))
+    }
+
+    fn str_attr(&self, block: &Block, key: &str) -> String {
+        self.string(must_attr(block, key))
+    }
+
+    /// The resource a one-element `[kind.name.arn]` list points at.
+    fn target_of_single_action(&self, list: &Expression) -> &Block {
+        let Expression::Array(items) = list else { panic!("alarm_actions must be a list") };
+        assert_eq!(items.len(), 1, "alarm_actions must name exactly one policy");
+        let path = path_of(&items[0]).expect("alarm action must be a resource reference");
+        let path: Vec<&str> = path.iter().map(|s| s.as_str()).collect();
+        match path.as_slice() {
+            [kind, name, "arn"] | [kind, name, "[0]", "arn"] => self.resource(kind, name),
+            other => panic!("unexpected alarm action {other:?}"),
+        }
+    }
+}
+
+/// Module defaults first, then each environment.
+fn stacks() -> Vec<Stack> {
+    let mut all = vec![Stack::module_only()];
+    all.extend(ENVIRONMENTS.iter().map(|e| Stack::for_env(e)));
+    all
+}
+
+fn string_expr(s: &str) -> Expression {
+    Expression::String(s.to_string())
+}
+
+#[test]
+fn every_tf_file_parses() {
+    let mut files = Vec::new();
+    tf_files(&repo().join("terraform"), &mut files);
+    for f in &files {
+        parse_file(f);
+    }
+    let names: BTreeSet<String> = files
+        .iter()
+        .map(|f| f.strip_prefix(repo()).unwrap().to_string_lossy().to_string())
+        .collect();
+    for required in [
+        "terraform/modules/vf-export/main.tf",
+        "terraform/modules/vf-export/variables.tf",
+        "terraform/modules/vf-export/outputs.tf",
+        "terraform/modules/vf-export/versions.tf",
+        "terraform/environments/dev1/main.tf",
+        "terraform/environments/prod1/main.tf",
+    ] {
+        assert!(names.contains(required), "missing {required}; have {names:?}");
+    }
+    for env in ENVIRONMENTS {
+        parse_file(&repo().join("terraform/environments").join(env).join("terraform.tfvars"));
+    }
+}
+
+#[test]
+fn cpu_alarms_match_the_ops_doc_and_drive_plus_4_minus_1_policies() {
+    for s in stacks() {
+        // (resource, comparison, threshold, period, evaluation periods, adjustment)
+        for (name, op, threshold, period, evaluations, adjustment) in [
+            ("cpu_high", "GreaterThanThreshold", 30.0, 60.0, 3.0, 4.0),
+            ("cpu_low", "LessThanThreshold", 15.0, 300.0, 3.0, -1.0),
+        ] {
+            let alarm = s.resource("aws_cloudwatch_metric_alarm", name);
+            let ctx = format!("{}: alarm {name}", s.name());
+            assert_eq!(s.str_attr(alarm, "namespace"), "AWS/EC2", "{ctx}");
+            assert_eq!(s.str_attr(alarm, "metric_name"), "CPUUtilization", "{ctx}");
+            assert_eq!(s.str_attr(alarm, "statistic"), "Average", "{ctx}");
+            assert_eq!(s.str_attr(alarm, "comparison_operator"), op, "{ctx}");
+            assert_eq!(s.num_attr(alarm, "threshold"), threshold, "{ctx}: threshold");
+            assert_eq!(s.num_attr(alarm, "period"), period, "{ctx}: period");
+            assert_eq!(s.num_attr(alarm, "evaluation_periods"), evaluations, "{ctx}: evaluation_periods");
+            let Expression::Object(dims) = must_attr(alarm, "dimensions") else { panic!("{ctx}: dimensions") };
+            let asg = dims
+                .iter()
+                .find(|(k, _)| matches!(k, ObjectKey::Identifier(i) if i.as_str() == "AutoScalingGroupName"))
+                .map(|(_, v)| path_str(v));
+            assert_eq!(asg.as_deref(), Some("aws_autoscaling_group.this.name"), "{ctx}: dimension");
+
+            let policy = s.target_of_single_action(must_attr(alarm, "alarm_actions"));
+            assert_eq!(s.str_attr(policy, "policy_type"), "SimpleScaling", "{ctx}");
+            assert_eq!(s.str_attr(policy, "adjustment_type"), "ChangeInCapacity", "{ctx}");
+            assert_eq!(s.num_attr(policy, "scaling_adjustment"), adjustment, "{ctx}: policy adjustment");
+            assert_eq!(path_str(must_attr(policy, "autoscaling_group_name")), "aws_autoscaling_group.this.name");
+        }
+    }
+}
+
+#[test]
+fn elb_is_internal_cross_zone_draining_600_with_443_to_8080_and_heartbeat_check() {
+    let s = Stack::module_only();
+    let elb = s.resource("aws_elb", "this");
+    assert_eq!(must_attr(elb, "internal"), &Expression::Bool(true));
+    assert_eq!(must_attr(elb, "cross_zone_load_balancing"), &Expression::Bool(true));
+    assert_eq!(must_attr(elb, "connection_draining"), &Expression::Bool(true));
+    assert_eq!(s.num_attr(elb, "connection_draining_timeout"), 600.0);
+
+    let listeners = sub_blocks(elb, "listener");
+    assert_eq!(listeners.len(), 1, "exactly one listener");
+    let l = listeners[0];
+    assert_eq!(s.num_attr(l, "lb_port"), 443.0);
+    assert_eq!(s.str_attr(l, "lb_protocol").to_lowercase(), "https");
+    assert_eq!(s.num_attr(l, "instance_port"), 8080.0);
+    assert_eq!(s.str_attr(l, "instance_protocol").to_lowercase(), "http");
+    assert_eq!(path_str(must_attr(l, "ssl_certificate_id")), "var.acm_certificate_arn");
+
+    let hc = one_block(elb, "health_check");
+    assert_eq!(s.str_attr(hc, "target"), "HTTP:8080/heartbeat");
+    assert_eq!(s.num_attr(hc, "interval"), 30.0);
+    assert_eq!(s.num_attr(hc, "timeout"), 3.0);
+    assert_eq!(s.num_attr(hc, "healthy_threshold"), 3.0);
+    assert_eq!(s.num_attr(hc, "unhealthy_threshold"), 2.0);
+}
+
+#[test]
+fn launch_template_requires_imdsv2_encrypts_root_and_boots_the_cloud_config() {
+    let s = Stack::module_only();
+    let lt = s.resource("aws_launch_template", "this");
+    let md = one_block(lt, "metadata_options");
+    assert_eq!(s.str_attr(md, "http_tokens"), "required");
+    assert_eq!(s.str_attr(md, "http_endpoint"), "enabled");
+
+    let bdm = one_block(lt, "block_device_mappings");
+    assert_eq!(must_attr(one_block(bdm, "ebs"), "encrypted"), &Expression::Bool(true));
+    assert!(!sub_blocks(lt, "iam_instance_profile").is_empty(), "instance profile");
+    assert_eq!(
+        path_str(must_attr(one_block(lt, "iam_instance_profile"), "arn")),
+        "aws_iam_instance_profile.this.arn"
+    );
+
+    // user_data = base64encode(local.user_data), local.user_data = templatefile(".../cloud-config/vf-export.yaml", ...)
+    let Expression::FuncCall(call) = must_attr(lt, "user_data") else { panic!("user_data must be a call") };
+    assert_eq!(call.name.name.as_str(), "base64encode");
+    let Expression::FuncCall(tpl) = s.eval(&call.args[0]) else { panic!("user_data must render a template") };
+    assert_eq!(tpl.name.name.as_str(), "templatefile");
+    assert!(
+        format!("{}", hcl::format::to_string(&tpl.args[0]).unwrap()).ends_with("/cloud-config/vf-export.yaml\""),
+        "templatefile must render cloud-config/vf-export.yaml"
+    );
+
+    // Flatcar AMI by owner and name.
+    assert_eq!(path_str(must_attr(lt, "image_id")), "local.ami_id");
+    let ami = s.data("aws_ami", "flatcar");
+    assert_eq!(path_str(&s.strings_raw(must_attr(ami, "owners"))[0]), "var.flatcar_ami_owner");
+    let name_filter = sub_blocks(ami, "filter")
+        .into_iter()
+        .find(|f| s.str_attr(f, "name") == "name")
+        .expect("AMI name filter");
+    let values = hcl::format::to_string(must_attr(name_filter, "values")).unwrap();
+    assert!(values.contains("Flatcar-"), "AMI name filter must select Flatcar: {values}");
+}
+
+#[test]
+fn asg_uses_elb_health_checks_cooldown_300_all_group_metrics_and_1_1_sizes() {
+    for s in stacks() {
+        let asg = s.resource("aws_autoscaling_group", "this");
+        assert_eq!(path_str(must_attr(asg, "min_size")), "var.app_instance_min_count");
+        assert_eq!(path_str(must_attr(asg, "max_size")), "var.app_instance_max_count");
+        assert_eq!(s.num_attr(asg, "min_size"), 1.0, "{}: min", s.name());
+        assert_eq!(s.num_attr(asg, "max_size"), 1.0, "{}: max", s.name());
+        assert_eq!(s.str_attr(asg, "health_check_type"), "ELB");
+        assert_eq!(s.num_attr(asg, "default_cooldown"), 300.0);
+        let metrics: BTreeSet<String> = s.strings(must_attr(asg, "enabled_metrics")).into_iter().collect();
+        let expected: BTreeSet<String> = GROUP_METRICS.iter().map(|m| m.to_string()).collect();
+        assert_eq!(metrics, expected);
+        assert_eq!(
+            s.strings_raw(must_attr(asg, "load_balancers")).iter().map(path_str).collect::<Vec<_>>(),
+            ["aws_elb.this.name"]
+        );
+        let lt = one_block(asg, "launch_template");
+        assert_eq!(path_str(must_attr(lt, "id")), "aws_launch_template.this.id");
+    }
+}
+
+#[test]
+fn instance_types_per_environment() {
+    for (env, expected) in [("dev1", "t2.medium"), ("prod1", "t2.xlarge")] {
+        let s = Stack::for_env(env);
+        let lt = s.resource("aws_launch_template", "this");
+        assert_eq!(s.str_attr(lt, "instance_type"), expected, "{env}");
+    }
+}
+
+#[test]
+fn no_ingress_from_anywhere() {
+    const OPEN: [&str; 2] = ["0.0.0.0/0", "::/0"];
+    for s in stacks() {
+        let mut ingress_exprs: Vec<(String, Expression)> = Vec::new();
+        for b in s.module.iter().filter(|b| b.identifier() == "resource") {
+            let l = labels(b);
+            let id = format!("{}.{}", l[0], l[1]);
+            match l[0] {
+                "aws_vpc_security_group_ingress_rule" => {
+                    walk_body(b.body(), &mut |e| ingress_exprs.push((id.clone(), e.clone())));
+                }
+                "aws_security_group_rule" => {
+                    if attr(b.body(), "type") == Some(&string_expr("ingress")) {
+                        walk_body(b.body(), &mut |e| ingress_exprs.push((id.clone(), e.clone())));
+                    }
+                }
+                "aws_security_group" => {
+                    for ing in sub_blocks(b, "ingress") {
+                        walk_body(ing.body(), &mut |e| ingress_exprs.push((id.clone(), e.clone())));
+                    }
+                }
+                _ => {}
+            }
+        }
+        assert!(ingress_exprs.len() > 10, "no ingress rules found: the check would be vacuous");
+        let mut cidrs_seen = 0;
+        for (id, e) in &ingress_exprs {
+            let resolved = s.eval(e);
+            let mut check = |x: &Expression| {
+                if let Expression::String(v) = x {
+                    if v.contains('/') {
+                        cidrs_seen += 1;
+                    }
+                    assert!(!OPEN.contains(&v.as_str()), "{}: {id} allows ingress from {v}", s.name());
+                }
+            };
+            walk(&resolved, &mut check);
+            // for_each = toset(var.x): the resolved list behind each.value.
+            if let Expression::FuncCall(c) = e {
+                for a in &c.args {
+                    walk(&s.eval(a), &mut check);
+                }
+            }
+        }
+        assert!(cidrs_seen > 0, "{}: no ingress CIDR resolved", s.name());
+    }
+}
+
+#[test]
+fn required_tags_are_set_and_propagated_to_instances() {
+    for s in stacks() {
+        let Expression::FuncCall(merge) = s.local("tags") else { panic!("local.tags must be merge(...)") };
+        assert_eq!(merge.name.name.as_str(), "merge");
+        let Some(Expression::Object(required)) = merge.args.last() else {
+            panic!("the required tags must be the last merge argument (not overridable)")
+        };
+        let tags: BTreeMap<String, Expression> = required
+            .iter()
+            .map(|(k, v)| {
+                let ObjectKey::Identifier(k) = k else { panic!("tag keys must be identifiers") };
+                (k.as_str().to_string(), s.eval(v))
+            })
+            .collect();
+        assert_eq!(tags["ProductCode"], string_expr("PRD1541"));
+        assert_eq!(tags["InventoryCode"], string_expr("vf-export"));
+        assert_eq!(tags["Prometheus"], string_expr("enabled"));
+        assert_eq!(tags["Prometheus8080"], string_expr("enabled"));
+        let Expression::String(rh) = &tags["RuntimeHours"] else { panic!("RuntimeHours") };
+        assert!(!rh.is_empty());
+        if let Some(env) = s.env {
+            assert_eq!(tags["Environment"], string_expr(env));
+        } else {
+            assert_eq!(path_str(&required.iter().find(|(k, _)| matches!(k, ObjectKey::Identifier(i) if i.as_str() == "Environment")).unwrap().1), "var.environment");
+        }
+
+        let asg = s.resource("aws_autoscaling_group", "this");
+        let dynamic = sub_blocks(asg, "dynamic")
+            .into_iter()
+            .find(|d| labels(d) == ["tag"])
+            .expect("ASG dynamic \"tag\" block");
+        assert_eq!(path_str(must_attr(dynamic, "for_each")), "local.tags");
+        let content = one_block(dynamic, "content");
+        assert_eq!(must_attr(content, "propagate_at_launch"), &Expression::Bool(true));
+
+        let lt = s.resource("aws_launch_template", "this");
+        let specs = sub_blocks(lt, "tag_specifications");
+        assert!(specs.iter().any(|t| s.str_attr(t, "resource_type") == "instance"));
+        for t in specs {
+            let rendered = hcl::format::to_string(must_attr(t, "tags")).unwrap();
+            assert!(rendered.contains("local.tags"), "launch template tags must include local.tags");
+        }
+    }
+}
+
+#[test]
+fn assume_role_only_on_the_sfmc_and_tmol_roles() {
+    let s = Stack::module_only();
+    let mut assume_statements = 0;
+    for doc in s.module.iter().filter(|b| b.identifier() == "data" && labels(b)[0] == "aws_iam_policy_document") {
+        for st in sub_blocks(doc, "statement") {
+            let actions: Vec<String> = s.strings(must_attr(st, "actions"));
+            let assumes = actions.iter().any(|a| a == "sts:AssumeRole" || a == "sts:*" || a == "*");
+            if !assumes || !sub_blocks(st, "principals").is_empty() {
+                continue; // not an AssumeRole grant, or a trust policy
+            }
+            assume_statements += 1;
+            let resources = s.strings_raw(must_attr(st, "resources"));
+            let refs: BTreeSet<String> = resources.iter().map(path_str).collect();
+            assert_eq!(
+                refs,
+                BTreeSet::from(["var.sfmc_role_arn".to_string(), "var.tmol_role_arn".to_string()]),
+                "sts:AssumeRole must name exactly the SFMC and TMOL roles"
+            );
+            assert_eq!(actions, ["sts:AssumeRole"]);
+        }
+        for st in sub_blocks(doc, "statement") {
+            if let Some(r) = attr(st.body(), "resources") {
+                let acts = s.strings(must_attr(st, "actions"));
+                if acts.iter().any(|a| a.starts_with("sts:")) {
+                    walk(r, &mut |e| assert_ne!(e, &string_expr("*"), "sts statement with resource *"));
+                }
+            }
+        }
+    }
+    assert_eq!(assume_statements, 1, "one sts:AssumeRole grant");
+    for env in ENVIRONMENTS {
+        let e = Stack::for_env(env);
+        for v in ["sfmc_role_arn", "tmol_role_arn"] {
+            let arn = e.string(&e.var_value(v));
+            assert!(arn.starts_with("arn:aws:iam::") && !arn.contains('*'), "{env}: {v} = {arn}");
+        }
+    }
+}
+
+#[test]
+fn put_metric_data_is_limited_to_the_service_namespace() {
+    let s = Stack::module_only();
+    let doc = s.data("aws_iam_policy_document", "this");
+    let st = sub_blocks(doc, "statement")
+        .into_iter()
+        .find(|st| s.strings(must_attr(st, "actions")).contains(&"cloudwatch:PutMetricData".to_string()))
+        .expect("PutMetricData statement");
+    let cond = one_block(st, "condition");
+    assert_eq!(s.str_attr(cond, "test"), "StringEquals");
+    assert_eq!(s.str_attr(cond, "variable"), "cloudwatch:namespace");
+    assert_eq!(s.strings(must_attr(cond, "values")), ["VfExport"]);
+    // S3 only on the four service buckets.
+    let buckets: Vec<String> = s.strings_raw(s.local("service_bucket_arns")).iter().map(path_str).collect();
+    assert_eq!(
+        buckets,
+        ["var.exports_bucket_arn", "var.scoring_bucket_arn", "var.vf_scoring_bucket_arn", "var.campaign_data_bucket_arn"]
+    );
+    for st in sub_blocks(doc, "statement") {
+        if s.strings(must_attr(st, "actions")).iter().any(|a| a.starts_with("s3:")) {
+            let r = hcl::format::to_string(must_attr(st, "resources")).unwrap();
+            assert!(r.contains("local.service_bucket_arns"), "S3 statement outside the service buckets: {r}");
+        }
+    }
+}
+
+#[test]
+fn backlog_step_scaling_exists_and_is_off_by_default() {
+    let s = Stack::module_only();
+    let v = s.variable("enable_backlog_scaling");
+    assert_eq!(path_str(must_attr(v, "type")), "bool");
+    assert_eq!(must_attr(v, "default"), &Expression::Bool(false));
+
+    let policy = s.resource("aws_autoscaling_policy", "export_backlog");
+    let alarm = s.resource("aws_cloudwatch_metric_alarm", "export_backlog_high");
+    for b in [policy, alarm] {
+        let Expression::Conditional(c) = must_attr(b, "count") else { panic!("count must be a conditional") };
+        assert_eq!(path_str(&c.cond_expr), "var.enable_backlog_scaling");
+        assert_eq!(s.num(&c.true_expr), 1.0);
+        assert_eq!(s.num(&c.false_expr), 0.0);
+    }
+    assert_eq!(s.str_attr(policy, "policy_type"), "StepScaling");
+    assert!(!sub_blocks(policy, "step_adjustment").is_empty());
+    assert_eq!(s.str_attr(alarm, "namespace"), "VfExport");
+    assert_eq!(s.str_attr(alarm, "metric_name"), "ExportBacklog");
+    let dims = hcl::format::to_string(must_attr(alarm, "dimensions")).unwrap();
+    assert!(dims.contains("AutoScalingGroupName"), "{dims}");
+    assert_eq!(path_str(&s.strings_raw(must_attr(alarm, "alarm_actions"))[0]), "aws_autoscaling_policy.export_backlog.[0].arn");
+    for env in ENVIRONMENTS {
+        let e = Stack::for_env(env);
+        assert!(!e.boolean(&e.var_value("enable_backlog_scaling")), "{env} enables backlog scaling");
+    }
+}
+
+#[test]
+fn operational_alarms_notify_the_sns_topic() {
+    let s = Stack::module_only();
+    for (name, ns, metric, op, threshold) in [
+        ("elb_unhealthy_hosts", "AWS/ELB", "UnHealthyHostCount", "GreaterThanThreshold", Some(0.0)),
+        ("elb_backend_5xx", "AWS/ELB", "HTTPCode_Backend_5XX", "GreaterThanThreshold", None),
+        ("asg_in_service_below_min", "AWS/AutoScaling", "GroupInServiceInstances", "LessThanThreshold", Some(1.0)),
+    ] {
+        let a = s.resource("aws_cloudwatch_metric_alarm", name);
+        assert_eq!(s.str_attr(a, "namespace"), ns, "{name}");
+        assert_eq!(s.str_attr(a, "metric_name"), metric, "{name}");
+        assert_eq!(s.str_attr(a, "comparison_operator"), op, "{name}");
+        if let Some(t) = threshold {
+            assert_eq!(s.num_attr(a, "threshold"), t, "{name}");
+        }
+        let actions: Vec<String> = s.strings_raw(must_attr(a, "alarm_actions")).iter().map(path_str).collect();
+        assert_eq!(actions, ["var.alarm_sns_topic_arn"], "{name}");
+    }
+    let below_min = s.resource("aws_cloudwatch_metric_alarm", "asg_in_service_below_min");
+    assert_eq!(path_str(must_attr(below_min, "threshold")), "var.app_instance_min_count");
+}
+
+#[test]
+fn dns_alias_points_at_the_elb() {
+    let s = Stack::module_only();
+    let rec = s.resource("aws_route53_record", "this");
+    let alias = one_block(rec, "alias");
+    assert_eq!(path_str(must_attr(alias, "name")), "aws_elb.this.dns_name");
+    assert_eq!(path_str(must_attr(alias, "zone_id")), "aws_elb.this.zone_id");
+    let zone = hcl::format::to_string(s.local("dns_zone_name")).unwrap();
+    assert_eq!(zone.trim(), "\"titan.${var.account_tier}-tmaws.io\"");
+    let name = hcl::format::to_string(s.local("dns_record_name")).unwrap();
+    assert!(name.trim().starts_with("\"vf-export-${var.environment}-"), "{name}");
+    for (env, tier) in [("dev1", "nonprod"), ("prod1", "prod")] {
+        let e = Stack::for_env(env);
+        assert_eq!(e.string(&e.var_value("account_tier")), tier);
+    }
+}
+
+#[test]
+fn module_is_reusable_variables_typed_providers_pinned_no_account_ids() {
+    let s = Stack::module_only();
+    for v in s.module.iter().filter(|b| b.identifier() == "variable") {
+        assert!(attr(v.body(), "type").is_some(), "variable {:?} has no type", labels(v));
+        assert!(attr(v.body(), "description").is_some(), "variable {:?} has no description", labels(v));
+    }
+    for out in ["elb_dns_name", "asg_name", "iam_role_arn"] {
+        assert!(
+            s.module.iter().any(|b| b.identifier() == "output" && labels(b) == [out]),
+            "missing output {out}"
+        );
+    }
+    let tf = s.module.iter().find(|b| b.identifier() == "terraform").expect("terraform block");
+    let providers = one_block(tf, "required_providers");
+    let aws = hcl::format::to_string(must_attr(providers, "aws")).unwrap();
+    assert!(aws.contains("hashicorp/aws") && aws.contains("version"), "{aws}");
+
+    // No account ids or literal ARNs inside the module (validation regexes aside).
+    for b in s.module.iter().filter(|b| b.identifier() != "variable") {
+        walk_body(b.body(), &mut |e| {
+            let text = match e {
+                Expression::String(v) => v.clone(),
+                Expression::TemplateExpr(t) => t.to_string(),
+                _ => return,
+            };
+            let digits = text.split(|c: char| !c.is_ascii_digit()).any(|run| run.len() == 12);
+            assert!(!digits, "account id in module: {text}");
+            assert!(!text.starts_with("arn:aws:"), "hard-coded ARN in module: {text}");
+        });
+    }
+}
+
+#[test]
+fn environments_use_s3_state_with_dynamodb_lock() {
+    for env in ENVIRONMENTS {
+        let blocks = dir_blocks(&repo().join("terraform/environments").join(env));
+        let tf = blocks.iter().find(|b| b.identifier() == "terraform").expect("terraform block");
+        let backend = sub_blocks(tf, "backend").into_iter().find(|b| labels(b) == ["s3"]).expect("backend s3");
+        for key in ["bucket", "key", "region", "dynamodb_table"] {
+            assert!(attr(backend.body(), key).is_some(), "{env}: backend s3 lacks {key}");
+        }
+        assert_eq!(must_attr(backend, "encrypt"), &Expression::Bool(true));
+        let Expression::String(key) = must_attr(backend, "key") else { panic!("key") };
+        assert!(key.contains(env), "{env}: state key {key} must be per environment");
+        assert!(blocks.iter().any(|b| b.identifier() == "provider" && labels(b) == ["aws"]));
+    }
+}
+
+/// `KEY=value` lines of a systemd unit (continuations joined), by key.
+fn unit_directives(path: &Path) -> BTreeMap<String, Vec<String>> {
+    let text = fs::read_to_string(path).unwrap();
+    let joined = text.replace("\\\n", " ");
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in joined.lines() {
+        let line = line.trim();
+        if line.starts_with('#') || line.starts_with('[') {
+            continue;
+        }
+        if let Some((k, v)) = line.split_once('=') {
+            out.entry(k.trim().to_string()).or_default().push(v.trim().to_string());
+        }
+    }
+    out
+}
+
+#[test]
+fn drain_540_below_stop_timeout_600_and_elb_draining_600() {
+    let cc = fs::read_to_string(repo().join("cloud-config/vf-export.yaml")).unwrap();
+    let drain: Vec<u64> = cc
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("DRAIN_TIMEOUT_SECS="))
+        .map(|v| v.parse().unwrap())
+        .collect();
+    assert_eq!(drain, [540]);
+    let unit = unit_directives(&repo().join("systemd/campaigns.service"));
+    let stop: u64 = unit["TimeoutStopSec"][0].parse().unwrap();
+    assert!(stop >= 600 && stop > drain[0], "TimeoutStopSec {stop}");
+    assert_eq!(unit["KillSignal"], ["SIGTERM"]);
+    assert_eq!(unit["Restart"], ["always"]);
+    assert!(unit["EnvironmentFile"].contains(&"/etc/vf-export.env".to_string()));
+    let start = &unit["ExecStart"][0];
+    assert!(start.contains("--name vf-export"), "{start}");
+    let docker_stop = &unit["ExecStop"][0];
+    let t: u64 = docker_stop.split("--time ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    assert!(t > drain[0] && t < stop, "docker stop --time {t} must sit between drain and TimeoutStopSec");
+    let s = Stack::module_only();
+    assert_eq!(s.num_attr(s.resource("aws_elb", "this"), "connection_draining_timeout"), stop as f64);
+}
+
+#[test]
+fn host_units_carry_the_ops_numbers() {
+    let ne = unit_directives(&repo().join("systemd/node-exporter.service"));
+    assert!(ne["ExecStart"][0].contains("--web.listen-address=:9100"));
+    let falcon = unit_directives(&repo().join("systemd/falcon-sensor.service"));
+    let start = &falcon["ExecStart"][0];
+    assert!(start.contains("ProductCode/PRD1541") && start.contains("InventoryCode/vf-export"), "{start}");
+
+    let conf = fs::read_to_string(repo().join("systemd/fluentd/fluent.conf")).unwrap();
+    let directives: Vec<(String, String)> = conf
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('<'))
+        .filter_map(|l| l.split_once(' ').map(|(k, v)| (k.to_string(), v.trim().to_string())))
+        .collect();
+    let get = |k: &str| -> Vec<&str> { directives.iter().filter(|(dk, _)| dk == k).map(|(_, v)| v.as_str()).collect() };
+    assert_eq!(get("port")[0], "24224", "forward input port");
+    assert!(get("@type").contains(&"forward") && get("@type").contains(&"elasticsearch"));
+    assert!(get("@type").contains(&"json"), "JSON parser");
+    assert_eq!(get("logstash_prefix"), ["logstash-application_log"]);
+    assert_eq!(get("flush_interval").last().copied(), Some("5s"));
+    assert_eq!(get("chunk_limit_size"), ["16MB"]);
+    assert_eq!(get("queue_limit_length"), ["64"]);
+    for field in ["aws_region", "product_name", "environment_tag", "instance_id", "ip_address"] {
+        assert_eq!(get(field).len(), 1, "record_transformer field {field}");
+    }
+    // The cloud-config hands the unit files to Flatcar and installs them all.
+    let cc = fs::read_to_string(repo().join("cloud-config/vf-export.yaml")).unwrap();
+    for unit in ["campaigns.service", "node-exporter.service", "fluentd.service", "falcon-sensor.service"] {
+        assert!(cc.contains(&format!("- name: {unit}")), "cloud-config does not install {unit}");
+    }
+}
