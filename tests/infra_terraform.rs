@@ -76,17 +76,31 @@ fn attr<'a>(body: &'a Body, key: &str) -> Option<&'a Expression> {
 }
 
 fn must_attr<'a>(block: &'a Block, key: &str) -> &'a Expression {
-    attr(block.body(), key)
-        .unwrap_or_else(|| panic!("{} {:?} has no attribute {key}", block.identifier(), labels(block)))
+    attr(block.body(), key).unwrap_or_else(|| {
+        panic!(
+            "{} {:?} has no attribute {key}",
+            block.identifier(),
+            labels(block)
+        )
+    })
 }
 
 fn sub_blocks<'a>(block: &'a Block, ident: &str) -> Vec<&'a Block> {
-    block.body().blocks().filter(|b| b.identifier() == ident).collect()
+    block
+        .body()
+        .blocks()
+        .filter(|b| b.identifier() == ident)
+        .collect()
 }
 
 fn one_block<'a>(block: &'a Block, ident: &str) -> &'a Block {
     let found = sub_blocks(block, ident);
-    assert_eq!(found.len(), 1, "{:?}: expected one {ident} block", labels(block));
+    assert_eq!(
+        found.len(),
+        1,
+        "{:?}: expected one {ident} block",
+        labels(block)
+    );
     found[0]
 }
 
@@ -111,7 +125,9 @@ fn path_of(expr: &Expression) -> Option<Vec<String>> {
 }
 
 fn path_str(expr: &Expression) -> String {
-    path_of(expr).map(|p| p.join(".")).unwrap_or_else(|| format!("{expr:?}"))
+    path_of(expr)
+        .map(|p| p.join("."))
+        .unwrap_or_else(|| format!("{expr:?}"))
 }
 
 /// Calls `f` on `expr` and every expression nested in it.
@@ -196,7 +212,10 @@ impl Stack {
     fn for_env(env: &'static str) -> Stack {
         let dir = repo().join("terraform/environments").join(env);
         let blocks = dir_blocks(&dir);
-        let calls: Vec<&Block> = blocks.iter().filter(|b| b.identifier() == "module").collect();
+        let calls: Vec<&Block> = blocks
+            .iter()
+            .filter(|b| b.identifier() == "module")
+            .collect();
         assert_eq!(calls.len(), 1, "{env}: expected one module call");
         let call_block = calls[0];
         let source = must_attr(call_block, "source");
@@ -222,7 +241,12 @@ impl Stack {
                 env_vars.insert(a.key().to_string(), a.expr().clone());
             }
         }
-        Stack { module: dir_blocks(&repo().join("terraform/modules/vf-export")), call, env_vars, env: Some(env) }
+        Stack {
+            module: dir_blocks(&repo().join("terraform/modules/vf-export")),
+            call,
+            env_vars,
+            env: Some(env),
+        }
     }
 
     fn name(&self) -> &str {
@@ -265,13 +289,16 @@ impl Stack {
         match expr {
             Expression::Parenthesis(inner) => self.eval(inner),
             Expression::Operation(op) => match op.as_ref() {
-                Operation::Unary(u) if u.operator == UnaryOperator::Neg => match self.eval(&u.expr) {
+                Operation::Unary(u) if u.operator == UnaryOperator::Neg => match self.eval(&u.expr)
+                {
                     Expression::Number(n) => Expression::Number(-n),
                     other => panic!("cannot negate {other:?}"),
                 },
                 _ => expr.clone(),
             },
-            Expression::Array(items) => Expression::Array(items.iter().map(|e| self.eval(e)).collect()),
+            Expression::Array(items) => {
+                Expression::Array(items.iter().map(|e| self.eval(e)).collect())
+            }
             _ => match path_of(expr).as_deref() {
                 Some([root, name]) if root == "var" => match self.var_value_opt(name) {
                     Some(value) => self.eval(&value),
@@ -301,21 +328,33 @@ impl Stack {
     }
 
     fn var_value(&self, name: &str) -> Expression {
-        self.var_value_opt(name)
-            .unwrap_or_else(|| panic!("{}: module variable {name} has no default and is not passed", self.name()))
+        self.var_value_opt(name).unwrap_or_else(|| {
+            panic!(
+                "{}: module variable {name} has no default and is not passed",
+                self.name()
+            )
+        })
     }
 
     fn num(&self, expr: &Expression) -> f64 {
         match self.eval(expr) {
             Expression::Number(n) => n.as_f64().unwrap(),
-            other => panic!("{}: expected a number, got {other:?} from {}", self.name(), path_str(expr)),
+            other => panic!(
+                "{}: expected a number, got {other:?} from {}",
+                self.name(),
+                path_str(expr)
+            ),
         }
     }
 
     fn string(&self, expr: &Expression) -> String {
         match self.eval(expr) {
             Expression::String(s) => s,
-            other => panic!("{}: expected a string, got {other:?} from {}", self.name(), path_str(expr)),
+            other => panic!(
+                "{}: expected a string, got {other:?} from {}",
+                self.name(),
+                path_str(expr)
+            ),
         }
     }
 
@@ -351,7 +390,9 @@ impl Stack {
 
     /// The resource a one-element `[kind.name.arn]` list points at.
     fn target_of_single_action(&self, list: &Expression) -> &Block {
-        let Expression::Array(items) = list else { panic!("alarm_actions must be a list") };
+        let Expression::Array(items) = list else {
+            panic!("alarm_actions must be a list")
+        };
         assert_eq!(items.len(), 1, "alarm_actions must name exactly one policy");
         let path = path_of(&items[0]).expect("alarm action must be a resource reference");
         let path: Vec<&str> = path.iter().map(|s| s.as_str()).collect();
@@ -382,7 +423,12 @@ fn every_tf_file_parses() {
     }
     let names: BTreeSet<String> = files
         .iter()
-        .map(|f| f.strip_prefix(repo()).unwrap().to_string_lossy().to_string())
+        .map(|f| {
+            f.strip_prefix(repo())
+                .unwrap()
+                .to_string_lossy()
+                .to_string()
+        })
         .collect();
     for required in [
         "terraform/modules/vf-export/main.tf",
@@ -392,10 +438,18 @@ fn every_tf_file_parses() {
         "terraform/environments/dev1/main.tf",
         "terraform/environments/prod1/main.tf",
     ] {
-        assert!(names.contains(required), "missing {required}; have {names:?}");
+        assert!(
+            names.contains(required),
+            "missing {required}; have {names:?}"
+        );
     }
     for env in ENVIRONMENTS {
-        parse_file(&repo().join("terraform/environments").join(env).join("terraform.tfvars"));
+        parse_file(
+            &repo()
+                .join("terraform/environments")
+                .join(env)
+                .join("terraform.tfvars"),
+        );
     }
 }
 
@@ -413,21 +467,46 @@ fn cpu_alarms_match_the_ops_doc_and_drive_plus_4_minus_1_policies() {
             assert_eq!(s.str_attr(alarm, "metric_name"), "CPUUtilization", "{ctx}");
             assert_eq!(s.str_attr(alarm, "statistic"), "Average", "{ctx}");
             assert_eq!(s.str_attr(alarm, "comparison_operator"), op, "{ctx}");
-            assert_eq!(s.num_attr(alarm, "threshold"), threshold, "{ctx}: threshold");
+            assert_eq!(
+                s.num_attr(alarm, "threshold"),
+                threshold,
+                "{ctx}: threshold"
+            );
             assert_eq!(s.num_attr(alarm, "period"), period, "{ctx}: period");
-            assert_eq!(s.num_attr(alarm, "evaluation_periods"), evaluations, "{ctx}: evaluation_periods");
-            let Expression::Object(dims) = must_attr(alarm, "dimensions") else { panic!("{ctx}: dimensions") };
+            assert_eq!(
+                s.num_attr(alarm, "evaluation_periods"),
+                evaluations,
+                "{ctx}: evaluation_periods"
+            );
+            let Expression::Object(dims) = must_attr(alarm, "dimensions") else {
+                panic!("{ctx}: dimensions")
+            };
             let asg = dims
                 .iter()
                 .find(|(k, _)| matches!(k, ObjectKey::Identifier(i) if i.as_str() == "AutoScalingGroupName"))
                 .map(|(_, v)| path_str(v));
-            assert_eq!(asg.as_deref(), Some("aws_autoscaling_group.this.name"), "{ctx}: dimension");
+            assert_eq!(
+                asg.as_deref(),
+                Some("aws_autoscaling_group.this.name"),
+                "{ctx}: dimension"
+            );
 
             let policy = s.target_of_single_action(must_attr(alarm, "alarm_actions"));
             assert_eq!(s.str_attr(policy, "policy_type"), "SimpleScaling", "{ctx}");
-            assert_eq!(s.str_attr(policy, "adjustment_type"), "ChangeInCapacity", "{ctx}");
-            assert_eq!(s.num_attr(policy, "scaling_adjustment"), adjustment, "{ctx}: policy adjustment");
-            assert_eq!(path_str(must_attr(policy, "autoscaling_group_name")), "aws_autoscaling_group.this.name");
+            assert_eq!(
+                s.str_attr(policy, "adjustment_type"),
+                "ChangeInCapacity",
+                "{ctx}"
+            );
+            assert_eq!(
+                s.num_attr(policy, "scaling_adjustment"),
+                adjustment,
+                "{ctx}: policy adjustment"
+            );
+            assert_eq!(
+                path_str(must_attr(policy, "autoscaling_group_name")),
+                "aws_autoscaling_group.this.name"
+            );
         }
     }
 }
@@ -437,8 +516,14 @@ fn elb_is_internal_cross_zone_draining_600_with_443_to_8080_and_heartbeat_check(
     let s = Stack::module_only();
     let elb = s.resource("aws_elb", "this");
     assert_eq!(must_attr(elb, "internal"), &Expression::Bool(true));
-    assert_eq!(must_attr(elb, "cross_zone_load_balancing"), &Expression::Bool(true));
-    assert_eq!(must_attr(elb, "connection_draining"), &Expression::Bool(true));
+    assert_eq!(
+        must_attr(elb, "cross_zone_load_balancing"),
+        &Expression::Bool(true)
+    );
+    assert_eq!(
+        must_attr(elb, "connection_draining"),
+        &Expression::Bool(true)
+    );
     assert_eq!(s.num_attr(elb, "connection_draining_timeout"), 600.0);
 
     let listeners = sub_blocks(elb, "listener");
@@ -448,7 +533,10 @@ fn elb_is_internal_cross_zone_draining_600_with_443_to_8080_and_heartbeat_check(
     assert_eq!(s.str_attr(l, "lb_protocol").to_lowercase(), "https");
     assert_eq!(s.num_attr(l, "instance_port"), 8080.0);
     assert_eq!(s.str_attr(l, "instance_protocol").to_lowercase(), "http");
-    assert_eq!(path_str(must_attr(l, "ssl_certificate_id")), "var.acm_certificate_arn");
+    assert_eq!(
+        path_str(must_attr(l, "ssl_certificate_id")),
+        "var.acm_certificate_arn"
+    );
 
     let hc = one_block(elb, "health_check");
     assert_eq!(s.str_attr(hc, "target"), "HTTP:8080/heartbeat");
@@ -467,50 +555,81 @@ fn launch_template_requires_imdsv2_encrypts_root_and_boots_the_cloud_config() {
     assert_eq!(s.str_attr(md, "http_endpoint"), "enabled");
 
     let bdm = one_block(lt, "block_device_mappings");
-    assert_eq!(must_attr(one_block(bdm, "ebs"), "encrypted"), &Expression::Bool(true));
-    assert!(!sub_blocks(lt, "iam_instance_profile").is_empty(), "instance profile");
+    assert_eq!(
+        must_attr(one_block(bdm, "ebs"), "encrypted"),
+        &Expression::Bool(true)
+    );
+    assert!(
+        !sub_blocks(lt, "iam_instance_profile").is_empty(),
+        "instance profile"
+    );
     assert_eq!(
         path_str(must_attr(one_block(lt, "iam_instance_profile"), "arn")),
         "aws_iam_instance_profile.this.arn"
     );
 
     // user_data = base64encode(local.user_data), local.user_data = templatefile(".../cloud-config/vf-export.yaml", ...)
-    let Expression::FuncCall(call) = must_attr(lt, "user_data") else { panic!("user_data must be a call") };
+    let Expression::FuncCall(call) = must_attr(lt, "user_data") else {
+        panic!("user_data must be a call")
+    };
     assert_eq!(call.name.name.as_str(), "base64encode");
-    let Expression::FuncCall(tpl) = s.eval(&call.args[0]) else { panic!("user_data must render a template") };
+    let Expression::FuncCall(tpl) = s.eval(&call.args[0]) else {
+        panic!("user_data must render a template")
+    };
     assert_eq!(tpl.name.name.as_str(), "templatefile");
     assert!(
-        format!("{}", hcl::format::to_string(&tpl.args[0]).unwrap()).ends_with("/cloud-config/vf-export.yaml\""),
+        hcl::format::to_string(&tpl.args[0])
+            .unwrap()
+            .to_string()
+            .ends_with("/cloud-config/vf-export.yaml\""),
         "templatefile must render cloud-config/vf-export.yaml"
     );
 
     // Flatcar AMI by owner and name.
     assert_eq!(path_str(must_attr(lt, "image_id")), "local.ami_id");
     let ami = s.data("aws_ami", "flatcar");
-    assert_eq!(path_str(&s.strings_raw(must_attr(ami, "owners"))[0]), "var.flatcar_ami_owner");
+    assert_eq!(
+        path_str(&s.strings_raw(must_attr(ami, "owners"))[0]),
+        "var.flatcar_ami_owner"
+    );
     let name_filter = sub_blocks(ami, "filter")
         .into_iter()
         .find(|f| s.str_attr(f, "name") == "name")
         .expect("AMI name filter");
     let values = hcl::format::to_string(must_attr(name_filter, "values")).unwrap();
-    assert!(values.contains("Flatcar-"), "AMI name filter must select Flatcar: {values}");
+    assert!(
+        values.contains("Flatcar-"),
+        "AMI name filter must select Flatcar: {values}"
+    );
 }
 
 #[test]
 fn asg_uses_elb_health_checks_cooldown_300_all_group_metrics_and_1_1_sizes() {
     for s in stacks() {
         let asg = s.resource("aws_autoscaling_group", "this");
-        assert_eq!(path_str(must_attr(asg, "min_size")), "var.app_instance_min_count");
-        assert_eq!(path_str(must_attr(asg, "max_size")), "var.app_instance_max_count");
+        assert_eq!(
+            path_str(must_attr(asg, "min_size")),
+            "var.app_instance_min_count"
+        );
+        assert_eq!(
+            path_str(must_attr(asg, "max_size")),
+            "var.app_instance_max_count"
+        );
         assert_eq!(s.num_attr(asg, "min_size"), 1.0, "{}: min", s.name());
         assert_eq!(s.num_attr(asg, "max_size"), 1.0, "{}: max", s.name());
         assert_eq!(s.str_attr(asg, "health_check_type"), "ELB");
         assert_eq!(s.num_attr(asg, "default_cooldown"), 300.0);
-        let metrics: BTreeSet<String> = s.strings(must_attr(asg, "enabled_metrics")).into_iter().collect();
+        let metrics: BTreeSet<String> = s
+            .strings(must_attr(asg, "enabled_metrics"))
+            .into_iter()
+            .collect();
         let expected: BTreeSet<String> = GROUP_METRICS.iter().map(|m| m.to_string()).collect();
         assert_eq!(metrics, expected);
         assert_eq!(
-            s.strings_raw(must_attr(asg, "load_balancers")).iter().map(path_str).collect::<Vec<_>>(),
+            s.strings_raw(must_attr(asg, "load_balancers"))
+                .iter()
+                .map(path_str)
+                .collect::<Vec<_>>(),
             ["aws_elb.this.name"]
         );
         let lt = one_block(asg, "launch_template");
@@ -537,22 +656,31 @@ fn no_ingress_from_anywhere() {
             let id = format!("{}.{}", l[0], l[1]);
             match l[0] {
                 "aws_vpc_security_group_ingress_rule" => {
-                    walk_body(b.body(), &mut |e| ingress_exprs.push((id.clone(), e.clone())));
+                    walk_body(b.body(), &mut |e| {
+                        ingress_exprs.push((id.clone(), e.clone()))
+                    });
                 }
-                "aws_security_group_rule" => {
-                    if attr(b.body(), "type") == Some(&string_expr("ingress")) {
-                        walk_body(b.body(), &mut |e| ingress_exprs.push((id.clone(), e.clone())));
-                    }
+                "aws_security_group_rule"
+                    if attr(b.body(), "type") == Some(&string_expr("ingress")) =>
+                {
+                    walk_body(b.body(), &mut |e| {
+                        ingress_exprs.push((id.clone(), e.clone()))
+                    });
                 }
                 "aws_security_group" => {
                     for ing in sub_blocks(b, "ingress") {
-                        walk_body(ing.body(), &mut |e| ingress_exprs.push((id.clone(), e.clone())));
+                        walk_body(ing.body(), &mut |e| {
+                            ingress_exprs.push((id.clone(), e.clone()))
+                        });
                     }
                 }
                 _ => {}
             }
         }
-        assert!(ingress_exprs.len() > 10, "no ingress rules found: the check would be vacuous");
+        assert!(
+            ingress_exprs.len() > 10,
+            "no ingress rules found: the check would be vacuous"
+        );
         let mut cidrs_seen = 0;
         for (id, e) in &ingress_exprs {
             let resolved = s.eval(e);
@@ -561,7 +689,11 @@ fn no_ingress_from_anywhere() {
                     if v.contains('/') {
                         cidrs_seen += 1;
                     }
-                    assert!(!OPEN.contains(&v.as_str()), "{}: {id} allows ingress from {v}", s.name());
+                    assert!(
+                        !OPEN.contains(&v.as_str()),
+                        "{}: {id} allows ingress from {v}",
+                        s.name()
+                    );
                 }
             };
             walk(&resolved, &mut check);
@@ -579,7 +711,9 @@ fn no_ingress_from_anywhere() {
 #[test]
 fn required_tags_are_set_and_propagated_to_instances() {
     for s in stacks() {
-        let Expression::FuncCall(merge) = s.local("tags") else { panic!("local.tags must be merge(...)") };
+        let Expression::FuncCall(merge) = s.local("tags") else {
+            panic!("local.tags must be merge(...)")
+        };
         assert_eq!(merge.name.name.as_str(), "merge");
         let Some(Expression::Object(required)) = merge.args.last() else {
             panic!("the required tags must be the last merge argument (not overridable)")
@@ -587,7 +721,9 @@ fn required_tags_are_set_and_propagated_to_instances() {
         let tags: BTreeMap<String, Expression> = required
             .iter()
             .map(|(k, v)| {
-                let ObjectKey::Identifier(k) = k else { panic!("tag keys must be identifiers") };
+                let ObjectKey::Identifier(k) = k else {
+                    panic!("tag keys must be identifiers")
+                };
                 (k.as_str().to_string(), s.eval(v))
             })
             .collect();
@@ -595,12 +731,14 @@ fn required_tags_are_set_and_propagated_to_instances() {
         assert_eq!(tags["InventoryCode"], string_expr("vf-export"));
         assert_eq!(tags["Prometheus"], string_expr("enabled"));
         assert_eq!(tags["Prometheus8080"], string_expr("enabled"));
-        let Expression::String(rh) = &tags["RuntimeHours"] else { panic!("RuntimeHours") };
+        let Expression::String(rh) = &tags["RuntimeHours"] else {
+            panic!("RuntimeHours")
+        };
         assert!(!rh.is_empty());
         if let Some(env) = s.env {
             assert_eq!(tags["Environment"], string_expr(env));
         } else {
-            assert_eq!(path_str(&required.iter().find(|(k, _)| matches!(k, ObjectKey::Identifier(i) if i.as_str() == "Environment")).unwrap().1), "var.environment");
+            assert_eq!(path_str(required.iter().find(|(k, _)| matches!(k, ObjectKey::Identifier(i) if i.as_str() == "Environment")).unwrap().1), "var.environment");
         }
 
         let asg = s.resource("aws_autoscaling_group", "this");
@@ -610,14 +748,22 @@ fn required_tags_are_set_and_propagated_to_instances() {
             .expect("ASG dynamic \"tag\" block");
         assert_eq!(path_str(must_attr(dynamic, "for_each")), "local.tags");
         let content = one_block(dynamic, "content");
-        assert_eq!(must_attr(content, "propagate_at_launch"), &Expression::Bool(true));
+        assert_eq!(
+            must_attr(content, "propagate_at_launch"),
+            &Expression::Bool(true)
+        );
 
         let lt = s.resource("aws_launch_template", "this");
         let specs = sub_blocks(lt, "tag_specifications");
-        assert!(specs.iter().any(|t| s.str_attr(t, "resource_type") == "instance"));
+        assert!(specs
+            .iter()
+            .any(|t| s.str_attr(t, "resource_type") == "instance"));
         for t in specs {
             let rendered = hcl::format::to_string(must_attr(t, "tags")).unwrap();
-            assert!(rendered.contains("local.tags"), "launch template tags must include local.tags");
+            assert!(
+                rendered.contains("local.tags"),
+                "launch template tags must include local.tags"
+            );
         }
     }
 }
@@ -626,10 +772,16 @@ fn required_tags_are_set_and_propagated_to_instances() {
 fn assume_role_only_on_the_sfmc_and_tmol_roles() {
     let s = Stack::module_only();
     let mut assume_statements = 0;
-    for doc in s.module.iter().filter(|b| b.identifier() == "data" && labels(b)[0] == "aws_iam_policy_document") {
+    for doc in s
+        .module
+        .iter()
+        .filter(|b| b.identifier() == "data" && labels(b)[0] == "aws_iam_policy_document")
+    {
         for st in sub_blocks(doc, "statement") {
             let actions: Vec<String> = s.strings(must_attr(st, "actions"));
-            let assumes = actions.iter().any(|a| a == "sts:AssumeRole" || a == "sts:*" || a == "*");
+            let assumes = actions
+                .iter()
+                .any(|a| a == "sts:AssumeRole" || a == "sts:*" || a == "*");
             if !assumes || !sub_blocks(st, "principals").is_empty() {
                 continue; // not an AssumeRole grant, or a trust policy
             }
@@ -638,7 +790,10 @@ fn assume_role_only_on_the_sfmc_and_tmol_roles() {
             let refs: BTreeSet<String> = resources.iter().map(path_str).collect();
             assert_eq!(
                 refs,
-                BTreeSet::from(["var.sfmc_role_arn".to_string(), "var.tmol_role_arn".to_string()]),
+                BTreeSet::from([
+                    "var.sfmc_role_arn".to_string(),
+                    "var.tmol_role_arn".to_string()
+                ]),
                 "sts:AssumeRole must name exactly the SFMC and TMOL roles"
             );
             assert_eq!(actions, ["sts:AssumeRole"]);
@@ -647,7 +802,9 @@ fn assume_role_only_on_the_sfmc_and_tmol_roles() {
             if let Some(r) = attr(st.body(), "resources") {
                 let acts = s.strings(must_attr(st, "actions"));
                 if acts.iter().any(|a| a.starts_with("sts:")) {
-                    walk(r, &mut |e| assert_ne!(e, &string_expr("*"), "sts statement with resource *"));
+                    walk(r, &mut |e| {
+                        assert_ne!(e, &string_expr("*"), "sts statement with resource *")
+                    });
                 }
             }
         }
@@ -657,7 +814,10 @@ fn assume_role_only_on_the_sfmc_and_tmol_roles() {
         let e = Stack::for_env(env);
         for v in ["sfmc_role_arn", "tmol_role_arn"] {
             let arn = e.string(&e.var_value(v));
-            assert!(arn.starts_with("arn:aws:iam::") && !arn.contains('*'), "{env}: {v} = {arn}");
+            assert!(
+                arn.starts_with("arn:aws:iam::") && !arn.contains('*'),
+                "{env}: {v} = {arn}"
+            );
         }
     }
 }
@@ -668,22 +828,40 @@ fn put_metric_data_is_limited_to_the_service_namespace() {
     let doc = s.data("aws_iam_policy_document", "this");
     let st = sub_blocks(doc, "statement")
         .into_iter()
-        .find(|st| s.strings(must_attr(st, "actions")).contains(&"cloudwatch:PutMetricData".to_string()))
+        .find(|st| {
+            s.strings(must_attr(st, "actions"))
+                .contains(&"cloudwatch:PutMetricData".to_string())
+        })
         .expect("PutMetricData statement");
     let cond = one_block(st, "condition");
     assert_eq!(s.str_attr(cond, "test"), "StringEquals");
     assert_eq!(s.str_attr(cond, "variable"), "cloudwatch:namespace");
     assert_eq!(s.strings(must_attr(cond, "values")), ["VfExport"]);
     // S3 only on the four service buckets.
-    let buckets: Vec<String> = s.strings_raw(s.local("service_bucket_arns")).iter().map(path_str).collect();
+    let buckets: Vec<String> = s
+        .strings_raw(s.local("service_bucket_arns"))
+        .iter()
+        .map(path_str)
+        .collect();
     assert_eq!(
         buckets,
-        ["var.exports_bucket_arn", "var.scoring_bucket_arn", "var.vf_scoring_bucket_arn", "var.campaign_data_bucket_arn"]
+        [
+            "var.exports_bucket_arn",
+            "var.scoring_bucket_arn",
+            "var.vf_scoring_bucket_arn",
+            "var.campaign_data_bucket_arn"
+        ]
     );
     for st in sub_blocks(doc, "statement") {
-        if s.strings(must_attr(st, "actions")).iter().any(|a| a.starts_with("s3:")) {
+        if s.strings(must_attr(st, "actions"))
+            .iter()
+            .any(|a| a.starts_with("s3:"))
+        {
             let r = hcl::format::to_string(must_attr(st, "resources")).unwrap();
-            assert!(r.contains("local.service_bucket_arns"), "S3 statement outside the service buckets: {r}");
+            assert!(
+                r.contains("local.service_bucket_arns"),
+                "S3 statement outside the service buckets: {r}"
+            );
         }
     }
 }
@@ -698,7 +876,9 @@ fn backlog_step_scaling_exists_and_is_off_by_default() {
     let policy = s.resource("aws_autoscaling_policy", "export_backlog");
     let alarm = s.resource("aws_cloudwatch_metric_alarm", "export_backlog_high");
     for b in [policy, alarm] {
-        let Expression::Conditional(c) = must_attr(b, "count") else { panic!("count must be a conditional") };
+        let Expression::Conditional(c) = must_attr(b, "count") else {
+            panic!("count must be a conditional")
+        };
         assert_eq!(path_str(&c.cond_expr), "var.enable_backlog_scaling");
         assert_eq!(s.num(&c.true_expr), 1.0);
         assert_eq!(s.num(&c.false_expr), 0.0);
@@ -709,10 +889,16 @@ fn backlog_step_scaling_exists_and_is_off_by_default() {
     assert_eq!(s.str_attr(alarm, "metric_name"), "ExportBacklog");
     let dims = hcl::format::to_string(must_attr(alarm, "dimensions")).unwrap();
     assert!(dims.contains("AutoScalingGroupName"), "{dims}");
-    assert_eq!(path_str(&s.strings_raw(must_attr(alarm, "alarm_actions"))[0]), "aws_autoscaling_policy.export_backlog.[0].arn");
+    assert_eq!(
+        path_str(&s.strings_raw(must_attr(alarm, "alarm_actions"))[0]),
+        "aws_autoscaling_policy.export_backlog.[0].arn"
+    );
     for env in ENVIRONMENTS {
         let e = Stack::for_env(env);
-        assert!(!e.boolean(&e.var_value("enable_backlog_scaling")), "{env} enables backlog scaling");
+        assert!(
+            !e.boolean(&e.var_value("enable_backlog_scaling")),
+            "{env} enables backlog scaling"
+        );
     }
 }
 
@@ -720,9 +906,27 @@ fn backlog_step_scaling_exists_and_is_off_by_default() {
 fn operational_alarms_notify_the_sns_topic() {
     let s = Stack::module_only();
     for (name, ns, metric, op, threshold) in [
-        ("elb_unhealthy_hosts", "AWS/ELB", "UnHealthyHostCount", "GreaterThanThreshold", Some(0.0)),
-        ("elb_backend_5xx", "AWS/ELB", "HTTPCode_Backend_5XX", "GreaterThanThreshold", None),
-        ("asg_in_service_below_min", "AWS/AutoScaling", "GroupInServiceInstances", "LessThanThreshold", Some(1.0)),
+        (
+            "elb_unhealthy_hosts",
+            "AWS/ELB",
+            "UnHealthyHostCount",
+            "GreaterThanThreshold",
+            Some(0.0),
+        ),
+        (
+            "elb_backend_5xx",
+            "AWS/ELB",
+            "HTTPCode_Backend_5XX",
+            "GreaterThanThreshold",
+            None,
+        ),
+        (
+            "asg_in_service_below_min",
+            "AWS/AutoScaling",
+            "GroupInServiceInstances",
+            "LessThanThreshold",
+            Some(1.0),
+        ),
     ] {
         let a = s.resource("aws_cloudwatch_metric_alarm", name);
         assert_eq!(s.str_attr(a, "namespace"), ns, "{name}");
@@ -731,11 +935,18 @@ fn operational_alarms_notify_the_sns_topic() {
         if let Some(t) = threshold {
             assert_eq!(s.num_attr(a, "threshold"), t, "{name}");
         }
-        let actions: Vec<String> = s.strings_raw(must_attr(a, "alarm_actions")).iter().map(path_str).collect();
+        let actions: Vec<String> = s
+            .strings_raw(must_attr(a, "alarm_actions"))
+            .iter()
+            .map(path_str)
+            .collect();
         assert_eq!(actions, ["var.alarm_sns_topic_arn"], "{name}");
     }
     let below_min = s.resource("aws_cloudwatch_metric_alarm", "asg_in_service_below_min");
-    assert_eq!(path_str(must_attr(below_min, "threshold")), "var.app_instance_min_count");
+    assert_eq!(
+        path_str(must_attr(below_min, "threshold")),
+        "var.app_instance_min_count"
+    );
 }
 
 #[test]
@@ -744,11 +955,17 @@ fn dns_alias_points_at_the_elb() {
     let rec = s.resource("aws_route53_record", "this");
     let alias = one_block(rec, "alias");
     assert_eq!(path_str(must_attr(alias, "name")), "aws_elb.this.dns_name");
-    assert_eq!(path_str(must_attr(alias, "zone_id")), "aws_elb.this.zone_id");
+    assert_eq!(
+        path_str(must_attr(alias, "zone_id")),
+        "aws_elb.this.zone_id"
+    );
     let zone = hcl::format::to_string(s.local("dns_zone_name")).unwrap();
     assert_eq!(zone.trim(), "\"titan.${var.account_tier}-tmaws.io\"");
     let name = hcl::format::to_string(s.local("dns_record_name")).unwrap();
-    assert!(name.trim().starts_with("\"vf-export-${var.environment}-"), "{name}");
+    assert!(
+        name.trim().starts_with("\"vf-export-${var.environment}-"),
+        "{name}"
+    );
     for (env, tier) in [("dev1", "nonprod"), ("prod1", "prod")] {
         let e = Stack::for_env(env);
         assert_eq!(e.string(&e.var_value("account_tier")), tier);
@@ -759,19 +976,36 @@ fn dns_alias_points_at_the_elb() {
 fn module_is_reusable_variables_typed_providers_pinned_no_account_ids() {
     let s = Stack::module_only();
     for v in s.module.iter().filter(|b| b.identifier() == "variable") {
-        assert!(attr(v.body(), "type").is_some(), "variable {:?} has no type", labels(v));
-        assert!(attr(v.body(), "description").is_some(), "variable {:?} has no description", labels(v));
+        assert!(
+            attr(v.body(), "type").is_some(),
+            "variable {:?} has no type",
+            labels(v)
+        );
+        assert!(
+            attr(v.body(), "description").is_some(),
+            "variable {:?} has no description",
+            labels(v)
+        );
     }
     for out in ["elb_dns_name", "asg_name", "iam_role_arn"] {
         assert!(
-            s.module.iter().any(|b| b.identifier() == "output" && labels(b) == [out]),
+            s.module
+                .iter()
+                .any(|b| b.identifier() == "output" && labels(b) == [out]),
             "missing output {out}"
         );
     }
-    let tf = s.module.iter().find(|b| b.identifier() == "terraform").expect("terraform block");
+    let tf = s
+        .module
+        .iter()
+        .find(|b| b.identifier() == "terraform")
+        .expect("terraform block");
     let providers = one_block(tf, "required_providers");
     let aws = hcl::format::to_string(must_attr(providers, "aws")).unwrap();
-    assert!(aws.contains("hashicorp/aws") && aws.contains("version"), "{aws}");
+    assert!(
+        aws.contains("hashicorp/aws") && aws.contains("version"),
+        "{aws}"
+    );
 
     // No account ids or literal ARNs inside the module (validation regexes aside).
     for b in s.module.iter().filter(|b| b.identifier() != "variable") {
@@ -781,9 +1015,14 @@ fn module_is_reusable_variables_typed_providers_pinned_no_account_ids() {
                 Expression::TemplateExpr(t) => t.to_string(),
                 _ => return,
             };
-            let digits = text.split(|c: char| !c.is_ascii_digit()).any(|run| run.len() == 12);
+            let digits = text
+                .split(|c: char| !c.is_ascii_digit())
+                .any(|run| run.len() == 12);
             assert!(!digits, "account id in module: {text}");
-            assert!(!text.starts_with("arn:aws:"), "hard-coded ARN in module: {text}");
+            assert!(
+                !text.starts_with("arn:aws:"),
+                "hard-coded ARN in module: {text}"
+            );
         });
     }
 }
@@ -792,15 +1031,31 @@ fn module_is_reusable_variables_typed_providers_pinned_no_account_ids() {
 fn environments_use_s3_state_with_dynamodb_lock() {
     for env in ENVIRONMENTS {
         let blocks = dir_blocks(&repo().join("terraform/environments").join(env));
-        let tf = blocks.iter().find(|b| b.identifier() == "terraform").expect("terraform block");
-        let backend = sub_blocks(tf, "backend").into_iter().find(|b| labels(b) == ["s3"]).expect("backend s3");
+        let tf = blocks
+            .iter()
+            .find(|b| b.identifier() == "terraform")
+            .expect("terraform block");
+        let backend = sub_blocks(tf, "backend")
+            .into_iter()
+            .find(|b| labels(b) == ["s3"])
+            .expect("backend s3");
         for key in ["bucket", "key", "region", "dynamodb_table"] {
-            assert!(attr(backend.body(), key).is_some(), "{env}: backend s3 lacks {key}");
+            assert!(
+                attr(backend.body(), key).is_some(),
+                "{env}: backend s3 lacks {key}"
+            );
         }
         assert_eq!(must_attr(backend, "encrypt"), &Expression::Bool(true));
-        let Expression::String(key) = must_attr(backend, "key") else { panic!("key") };
-        assert!(key.contains(env), "{env}: state key {key} must be per environment");
-        assert!(blocks.iter().any(|b| b.identifier() == "provider" && labels(b) == ["aws"]));
+        let Expression::String(key) = must_attr(backend, "key") else {
+            panic!("key")
+        };
+        assert!(
+            key.contains(env),
+            "{env}: state key {key} must be per environment"
+        );
+        assert!(blocks
+            .iter()
+            .any(|b| b.identifier() == "provider" && labels(b) == ["aws"]));
     }
 }
 
@@ -815,7 +1070,9 @@ fn unit_directives(path: &Path) -> BTreeMap<String, Vec<String>> {
             continue;
         }
         if let Some((k, v)) = line.split_once('=') {
-            out.entry(k.trim().to_string()).or_default().push(v.trim().to_string());
+            out.entry(k.trim().to_string())
+                .or_default()
+                .push(v.trim().to_string());
         }
     }
     out
@@ -839,10 +1096,24 @@ fn drain_540_below_stop_timeout_600_and_elb_draining_600() {
     let start = &unit["ExecStart"][0];
     assert!(start.contains("--name vf-export"), "{start}");
     let docker_stop = &unit["ExecStop"][0];
-    let t: u64 = docker_stop.split("--time ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
-    assert!(t > drain[0] && t < stop, "docker stop --time {t} must sit between drain and TimeoutStopSec");
+    let t: u64 = docker_stop
+        .split("--time ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        t > drain[0] && t < stop,
+        "docker stop --time {t} must sit between drain and TimeoutStopSec"
+    );
     let s = Stack::module_only();
-    assert_eq!(s.num_attr(s.resource("aws_elb", "this"), "connection_draining_timeout"), stop as f64);
+    assert_eq!(
+        s.num_attr(s.resource("aws_elb", "this"), "connection_draining_timeout"),
+        stop as f64
+    );
 }
 
 #[test]
@@ -851,16 +1122,28 @@ fn host_units_carry_the_ops_numbers() {
     assert!(ne["ExecStart"][0].contains("--web.listen-address=:9100"));
     let falcon = unit_directives(&repo().join("systemd/falcon-sensor.service"));
     let start = &falcon["ExecStart"][0];
-    assert!(start.contains("ProductCode/PRD1541") && start.contains("InventoryCode/vf-export"), "{start}");
+    assert!(
+        start.contains("ProductCode/PRD1541") && start.contains("InventoryCode/vf-export"),
+        "{start}"
+    );
 
     let conf = fs::read_to_string(repo().join("systemd/fluentd/fluent.conf")).unwrap();
     let directives: Vec<(String, String)> = conf
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('<'))
-        .filter_map(|l| l.split_once(' ').map(|(k, v)| (k.to_string(), v.trim().to_string())))
+        .filter_map(|l| {
+            l.split_once(' ')
+                .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        })
         .collect();
-    let get = |k: &str| -> Vec<&str> { directives.iter().filter(|(dk, _)| dk == k).map(|(_, v)| v.as_str()).collect() };
+    let get = |k: &str| -> Vec<&str> {
+        directives
+            .iter()
+            .filter(|(dk, _)| dk == k)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
     assert_eq!(get("port")[0], "24224", "forward input port");
     assert!(get("@type").contains(&"forward") && get("@type").contains(&"elasticsearch"));
     assert!(get("@type").contains(&"json"), "JSON parser");
@@ -868,12 +1151,26 @@ fn host_units_carry_the_ops_numbers() {
     assert_eq!(get("flush_interval").last().copied(), Some("5s"));
     assert_eq!(get("chunk_limit_size"), ["16MB"]);
     assert_eq!(get("queue_limit_length"), ["64"]);
-    for field in ["aws_region", "product_name", "environment_tag", "instance_id", "ip_address"] {
+    for field in [
+        "aws_region",
+        "product_name",
+        "environment_tag",
+        "instance_id",
+        "ip_address",
+    ] {
         assert_eq!(get(field).len(), 1, "record_transformer field {field}");
     }
     // The cloud-config hands the unit files to Flatcar and installs them all.
     let cc = fs::read_to_string(repo().join("cloud-config/vf-export.yaml")).unwrap();
-    for unit in ["campaigns.service", "node-exporter.service", "fluentd.service", "falcon-sensor.service"] {
-        assert!(cc.contains(&format!("- name: {unit}")), "cloud-config does not install {unit}");
+    for unit in [
+        "campaigns.service",
+        "node-exporter.service",
+        "fluentd.service",
+        "falcon-sensor.service",
+    ] {
+        assert!(
+            cc.contains(&format!("- name: {unit}")),
+            "cloud-config does not install {unit}"
+        );
     }
 }
