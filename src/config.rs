@@ -1,0 +1,403 @@
+//! Configuration: environment variables, each also a `--flag` (clap derive,
+//! `env`). Parsed and validated once at start; every other module receives a
+//! typed value and never reads the environment itself.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// `vf-export`: Verified Fan export service.
+#[derive(Debug, Parser)]
+#[command(name = "vf-export", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// HTTP API on PORT and the export worker in one process (production default).
+    Serve(Settings),
+    /// The export worker alone (HTTP only for /heartbeat and /metrics).
+    Worker(Settings),
+    /// Create or update the MongoDB indexes the service needs (idempotent).
+    Indexes(Settings),
+}
+
+/// Every variable of `shared/spec/config.md`. Optional here; what a
+/// subcommand needs is checked by [`Settings::validate`] so a missing value
+/// is reported as one line naming the variable.
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// HTTP port.
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// MongoDB connection string (required).
+    #[arg(long, env = "MONGODB_URI", hide_env_values = true)]
+    pub mongodb_uri: Option<String>,
+    /// MongoDB database name.
+    #[arg(long, env = "MONGODB_DB", default_value = "titan")]
+    pub mongodb_db: String,
+    /// HS256 shared secret for JWTs.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// RS256/ES256 public key (PEM) for JWTs.
+    #[arg(long, env = "JWT_PUBLIC_KEY", hide_env_values = true)]
+    pub jwt_public_key: Option<String>,
+    /// AWS region.
+    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
+    pub aws_region: String,
+    /// AWS endpoint override (local stand-ins).
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    pub aws_endpoint_url: Option<String>,
+    /// Path-style S3 addressing (stand-ins need true).
+    #[arg(long, env = "S3_FORCE_PATH_STYLE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub s3_force_path_style: bool,
+    /// Bucket for most export types.
+    #[arg(long, env = "EXPORTS_BUCKET")]
+    pub exports_bucket: Option<String>,
+    /// Bucket for `scoring`.
+    #[arg(long, env = "SCORING_BUCKET")]
+    pub scoring_bucket: Option<String>,
+    /// Bucket for `verifiedEntries` and `codeWaves`.
+    #[arg(long, env = "VF_SCORING_BUCKET")]
+    pub vf_scoring_bucket: Option<String>,
+    /// Partner bucket for `autoReminderEmail`.
+    #[arg(long, env = "SFMC_BUCKET")]
+    pub sfmc_bucket: Option<String>,
+    /// Role assumed to write SFMC_BUCKET.
+    #[arg(long, env = "SFMC_ROLE_ARN")]
+    pub sfmc_role_arn: Option<String>,
+    /// Partner bucket for the TMOL publish of codes.
+    #[arg(long, env = "TMOL_BUCKET")]
+    pub tmol_bucket: Option<String>,
+    /// Role assumed to write TMOL_BUCKET.
+    #[arg(long, env = "TMOL_ROLE_ARN")]
+    pub tmol_role_arn: Option<String>,
+    /// KMS key id for SSE-KMS (ours); SSE-S3 when unset.
+    #[arg(long, env = "SSE_KMS_KEY_ID")]
+    pub sse_kms_key_id: Option<String>,
+    /// Exports run at once per process; 0 = no worker here.
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 2)]
+    pub worker_concurrency: usize,
+    /// How often an idle worker looks for PENDING exports (ms).
+    #[arg(long, env = "POLL_INTERVAL_MS", default_value_t = 1000)]
+    pub poll_interval_ms: u64,
+    /// Claim lease (s), renewed while an export runs.
+    #[arg(long, env = "LEASE_SECS", default_value_t = 60)]
+    pub lease_secs: u64,
+    /// Claims of one export before it is FAILED.
+    #[arg(long, env = "MAX_ATTEMPTS", default_value_t = 3)]
+    pub max_attempts: u32,
+    /// TRIGGERED longer than this (s) becomes EXPIRED.
+    #[arg(long, env = "EXPORT_TIMEOUT_SECS", default_value_t = 3600)]
+    pub export_timeout_secs: u64,
+    /// Rows per CSV segment inside the reminder-email ZIP.
+    #[arg(long, env = "MAX_ROWS_PER_FILE", default_value_t = 250_000)]
+    pub max_rows_per_file: u64,
+    /// Expiry of the download URL (s).
+    #[arg(long, env = "SIGNED_URL_TTL_SECS", default_value_t = 3600)]
+    pub signed_url_ttl_secs: u64,
+    /// On SIGTERM, how long in-flight exports may finish (s).
+    #[arg(long, env = "DRAIN_TIMEOUT_SECS", default_value_t = 540)]
+    pub drain_timeout_secs: u64,
+    /// S3 multipart part size in MiB (ours; S3 minimum 5).
+    #[arg(long, env = "S3_PART_SIZE_MIB", default_value_t = 8)]
+    pub s3_part_size_mib: usize,
+    /// Enable /dev/* routes (never in production).
+    #[arg(long, env = "DEV_ROUTES", default_value_t = false, action = clap::ArgAction::Set)]
+    pub dev_routes: bool,
+    /// Publish backlog metrics to CloudWatch under this namespace.
+    #[arg(long, env = "CLOUDWATCH_NAMESPACE")]
+    pub cloudwatch_namespace: Option<String>,
+    /// AutoScalingGroupName dimension of the CloudWatch metrics.
+    #[arg(long, env = "ASG_NAME")]
+    pub asg_name: Option<String>,
+}
+
+/// A configuration problem: one line naming the variable, never its value.
+#[derive(Debug, thiserror::Error)]
+#[error("{var}: {problem}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub problem: String,
+}
+
+fn err(var: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        var,
+        problem: problem.into(),
+    }
+}
+
+/// What a subcommand needs from the settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Needs {
+    /// HTTP API + worker: JWT key and buckets.
+    Serve,
+    /// Worker: buckets.
+    Worker,
+    /// MongoDB only.
+    MongoOnly,
+}
+
+/// How the service verifies JWTs.
+#[derive(Clone)]
+pub enum JwtKey {
+    Secret(String),
+    PublicKeyPem(String),
+}
+
+impl std::fmt::Debug for JwtKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print key material.
+        match self {
+            JwtKey::Secret(_) => f.write_str("JwtKey::Secret(..)"),
+            JwtKey::PublicKeyPem(_) => f.write_str("JwtKey::PublicKeyPem(..)"),
+        }
+    }
+}
+
+/// Buckets (and partner roles) the destinations resolve to.
+#[derive(Debug, Clone, Default)]
+pub struct Buckets {
+    pub exports: String,
+    pub scoring: String,
+    pub vf_scoring: String,
+    pub sfmc: Option<String>,
+    pub sfmc_role_arn: Option<String>,
+    pub tmol: Option<String>,
+    pub tmol_role_arn: Option<String>,
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub port: u16,
+    pub mongodb_uri: String,
+    pub mongodb_db: String,
+    pub jwt: Option<JwtKey>,
+    pub aws_region: String,
+    pub aws_endpoint_url: Option<String>,
+    pub s3_force_path_style: bool,
+    pub buckets: Buckets,
+    pub sse_kms_key_id: Option<String>,
+    pub worker_concurrency: usize,
+    pub poll_interval: Duration,
+    pub lease: Duration,
+    pub max_attempts: u32,
+    pub export_timeout: Duration,
+    pub max_rows_per_file: u64,
+    pub signed_url_ttl: Duration,
+    pub drain_timeout: Duration,
+    pub part_size: usize,
+    pub dev_routes: bool,
+    pub cloudwatch_namespace: Option<String>,
+    pub asg_name: Option<String>,
+}
+
+fn required(var: &'static str, v: &Option<String>) -> Result<String, ConfigError> {
+    match v.as_deref().map(str::trim) {
+        Some(s) if !s.is_empty() => Ok(s.to_string()),
+        _ => Err(err(var, "is required")),
+    }
+}
+
+fn non_empty(v: &Option<String>) -> Option<String> {
+    v.as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+impl Settings {
+    /// Check the settings for one subcommand and build the typed config.
+    pub fn validate(&self, needs: Needs) -> Result<Config, ConfigError> {
+        let mongodb_uri = required("MONGODB_URI", &self.mongodb_uri)?;
+        if !mongodb_uri.starts_with("mongodb://") && !mongodb_uri.starts_with("mongodb+srv://") {
+            return Err(err(
+                "MONGODB_URI",
+                "must start with mongodb:// or mongodb+srv://",
+            ));
+        }
+        if self.mongodb_db.trim().is_empty() {
+            return Err(err("MONGODB_DB", "must not be empty"));
+        }
+        let jwt = match (non_empty(&self.jwt_secret), non_empty(&self.jwt_public_key)) {
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    "JWT_SECRET",
+                    "set either JWT_SECRET or JWT_PUBLIC_KEY, not both",
+                ))
+            }
+            (Some(s), None) => Some(JwtKey::Secret(s)),
+            (None, Some(p)) => {
+                let ok = jsonwebtoken::DecodingKey::from_rsa_pem(p.as_bytes()).is_ok()
+                    || jsonwebtoken::DecodingKey::from_ec_pem(p.as_bytes()).is_ok();
+                if !ok {
+                    return Err(err(
+                        "JWT_PUBLIC_KEY",
+                        "is not an RSA or EC public key in PEM form",
+                    ));
+                }
+                Some(JwtKey::PublicKeyPem(p))
+            }
+            (None, None) => None,
+        };
+        if needs == Needs::Serve && jwt.is_none() {
+            return Err(err(
+                "JWT_SECRET",
+                "JWT_SECRET or JWT_PUBLIC_KEY is required for serve",
+            ));
+        }
+        let buckets = if needs == Needs::MongoOnly {
+            Buckets {
+                exports: non_empty(&self.exports_bucket).unwrap_or_default(),
+                scoring: non_empty(&self.scoring_bucket).unwrap_or_default(),
+                vf_scoring: non_empty(&self.vf_scoring_bucket).unwrap_or_default(),
+                ..Default::default()
+            }
+        } else {
+            Buckets {
+                exports: required("EXPORTS_BUCKET", &self.exports_bucket)?,
+                scoring: required("SCORING_BUCKET", &self.scoring_bucket)?,
+                vf_scoring: required("VF_SCORING_BUCKET", &self.vf_scoring_bucket)?,
+                ..Default::default()
+            }
+        };
+        let buckets = Buckets {
+            sfmc: non_empty(&self.sfmc_bucket),
+            sfmc_role_arn: non_empty(&self.sfmc_role_arn),
+            tmol: non_empty(&self.tmol_bucket),
+            tmol_role_arn: non_empty(&self.tmol_role_arn),
+            ..buckets
+        };
+        if buckets.tmol.is_some() && buckets.tmol_role_arn.is_none() {
+            return Err(err("TMOL_ROLE_ARN", "is required when TMOL_BUCKET is set"));
+        }
+        if self.poll_interval_ms == 0 {
+            return Err(err("POLL_INTERVAL_MS", "must be at least 1"));
+        }
+        if self.lease_secs < 3 {
+            return Err(err("LEASE_SECS", "must be at least 3"));
+        }
+        if self.max_attempts == 0 {
+            return Err(err("MAX_ATTEMPTS", "must be at least 1"));
+        }
+        if self.export_timeout_secs == 0 {
+            return Err(err("EXPORT_TIMEOUT_SECS", "must be at least 1"));
+        }
+        if self.max_rows_per_file == 0 {
+            return Err(err("MAX_ROWS_PER_FILE", "must be at least 1"));
+        }
+        if !(1..=604_800).contains(&self.signed_url_ttl_secs) {
+            return Err(err(
+                "SIGNED_URL_TTL_SECS",
+                "must be between 1 and 604800 (7 days, the SigV4 limit)",
+            ));
+        }
+        if !(5..=512).contains(&self.s3_part_size_mib) {
+            return Err(err(
+                "S3_PART_SIZE_MIB",
+                "must be between 5 (the S3 minimum) and 512",
+            ));
+        }
+        Ok(Config {
+            port: self.port,
+            mongodb_uri,
+            mongodb_db: self.mongodb_db.trim().to_string(),
+            jwt,
+            aws_region: self.aws_region.clone(),
+            aws_endpoint_url: non_empty(&self.aws_endpoint_url),
+            s3_force_path_style: self.s3_force_path_style,
+            buckets,
+            sse_kms_key_id: non_empty(&self.sse_kms_key_id),
+            worker_concurrency: self.worker_concurrency,
+            poll_interval: Duration::from_millis(self.poll_interval_ms),
+            lease: Duration::from_secs(self.lease_secs),
+            max_attempts: self.max_attempts,
+            export_timeout: Duration::from_secs(self.export_timeout_secs),
+            max_rows_per_file: self.max_rows_per_file,
+            signed_url_ttl: Duration::from_secs(self.signed_url_ttl_secs),
+            drain_timeout: Duration::from_secs(self.drain_timeout_secs),
+            part_size: self.s3_part_size_mib * 1024 * 1024,
+            dev_routes: self.dev_routes,
+            cloudwatch_namespace: non_empty(&self.cloudwatch_namespace),
+            asg_name: non_empty(&self.asg_name),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(args: &[&str]) -> Settings {
+        let mut argv = vec!["vf-export", "serve"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Serve(s) => s,
+            _ => unreachable!(),
+        }
+    }
+
+    const OK: &[&str] = &[
+        "--mongodb-uri",
+        "mongodb://h/",
+        "--jwt-secret",
+        "s",
+        "--exports-bucket",
+        "e",
+        "--scoring-bucket",
+        "s",
+        "--vf-scoring-bucket",
+        "v",
+    ];
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let c = settings(OK).validate(Needs::Serve).unwrap();
+        assert_eq!(c.port, 8080);
+        assert_eq!(c.mongodb_db, "titan");
+        assert_eq!(c.worker_concurrency, 2);
+        assert_eq!(c.poll_interval, Duration::from_millis(1000));
+        assert_eq!(c.lease, Duration::from_secs(60));
+        assert_eq!(c.max_attempts, 3);
+        assert_eq!(c.export_timeout, Duration::from_secs(3600));
+        assert_eq!(c.max_rows_per_file, 250_000);
+        assert_eq!(c.signed_url_ttl, Duration::from_secs(3600));
+        assert_eq!(c.drain_timeout, Duration::from_secs(540));
+        assert!(!c.dev_routes);
+        assert!(!c.s3_force_path_style);
+    }
+
+    #[test]
+    fn missing_values_name_the_variable() {
+        let e = settings(&[]).validate(Needs::Serve).unwrap_err();
+        assert_eq!(e.to_string(), "MONGODB_URI: is required");
+        let e = settings(&OK[..2]).validate(Needs::Serve).unwrap_err();
+        assert_eq!(e.var, "JWT_SECRET");
+        let e = settings(&OK[..4]).validate(Needs::Serve).unwrap_err();
+        assert_eq!(e.to_string(), "EXPORTS_BUCKET: is required");
+        // The worker needs no JWT key.
+        let mut w = OK[..2].to_vec();
+        w.extend_from_slice(&OK[4..]);
+        assert!(settings(&w).validate(Needs::Worker).is_ok());
+    }
+
+    #[test]
+    fn bad_values_are_rejected_without_echoing_secrets() {
+        let mut a = OK.to_vec();
+        a.extend_from_slice(&["--jwt-public-key", "not-a-pem-secret"]);
+        a.drain(2..4);
+        let e = settings(&a).validate(Needs::Serve).unwrap_err();
+        assert_eq!(e.var, "JWT_PUBLIC_KEY");
+        assert!(!e.to_string().contains("not-a-pem-secret"));
+        let mut a = OK.to_vec();
+        a.extend_from_slice(&["--s3-part-size-mib", "1"]);
+        assert_eq!(
+            settings(&a).validate(Needs::Serve).unwrap_err().var,
+            "S3_PART_SIZE_MIB"
+        );
+    }
+}

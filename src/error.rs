@@ -1,0 +1,153 @@
+//! Errors as types, mapped to the spec's error shape in one place:
+//! `{"error": {"status": 400, "message": "...", "payload": {...}}}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+/// An error a client sees. `message` and `payload` must never carry PII or
+/// internals (stack traces, driver errors): internal failures are logged and
+/// answered with a generic 500.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub payload: Option<Value>,
+}
+
+/// Named error codes of the original service, carried in `payload.code`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    InvalidExportType,
+    CampaignNotFound,
+    NoMarketsFound,
+    MissingDateKey,
+    InvalidDateKeyType,
+    InvalidDateKey,
+    PromotersNotFound,
+    MissingCodeFromMarket,
+    DeleteFailed,
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::InvalidExportType => "InvalidExportType",
+            Code::CampaignNotFound => "CampaignNotFound",
+            Code::NoMarketsFound => "NoMarketsFound",
+            Code::MissingDateKey => "MissingDateKey",
+            Code::InvalidDateKeyType => "InvalidDateKeyType",
+            Code::InvalidDateKey => "InvalidDateKey",
+            Code::PromotersNotFound => "PromotersNotFound",
+            Code::MissingCodeFromMarket => "MissingCodeFromMarket",
+            Code::DeleteFailed => "DeleteFailed",
+        }
+    }
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            payload: None,
+        }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+    /// A 400 about one request field.
+    pub fn field(field: &str, message: impl Into<String>) -> Self {
+        Self::bad_request(message).with_payload(json!({ "field": field }))
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, message)
+    }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, message)
+    }
+    /// A generic 500; the cause is logged by the caller, never sent.
+    pub fn internal() -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal server error")
+    }
+    /// An error with the original's named code in `payload.code`.
+    pub fn coded(status: StatusCode, code: Code, message: impl Into<String>) -> Self {
+        Self::new(status, message).with_payload(json!({ "code": code.as_str() }))
+    }
+    /// Merge extra keys into the payload.
+    pub fn with_payload(mut self, extra: Value) -> Self {
+        match (&mut self.payload, extra) {
+            (Some(Value::Object(have)), Value::Object(add)) => have.extend(add),
+            (slot, add) => *slot = Some(add),
+        }
+        self
+    }
+
+    /// The JSON body of the error shape.
+    pub fn body(&self) -> Value {
+        let mut inner = json!({ "status": self.status.as_u16(), "message": self.message });
+        if let Some(p) = &self.payload {
+            inner["payload"] = p.clone();
+        }
+        json!({ "error": inner })
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.status.as_u16(), self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(self.body())).into_response()
+    }
+}
+
+/// Internal failures (database, S3) become a logged 500.
+impl From<mongodb::error::Error> for ApiError {
+    fn from(e: mongodb::error::Error) -> Self {
+        tracing::error!(error = %crate::telemetry::redact_mongo(&e), "database error");
+        ApiError::internal()
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        tracing::error!(error = %e, "store error");
+        ApiError::internal()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shape_matches_spec() {
+        let e = ApiError::field("exportType", "exportType is required");
+        assert_eq!(
+            e.body(),
+            json!({"error": {"status": 400, "message": "exportType is required", "payload": {"field": "exportType"}}})
+        );
+        let e = ApiError::coded(
+            StatusCode::BAD_REQUEST,
+            Code::InvalidDateKey,
+            "dateKey must be all digits",
+        )
+        .with_payload(json!({"field": "dateKey"}));
+        assert_eq!(
+            e.body()["error"]["payload"],
+            json!({"code": "InvalidDateKey", "field": "dateKey"})
+        );
+        assert!(ApiError::internal().body()["error"]
+            .get("payload")
+            .is_none());
+    }
+}

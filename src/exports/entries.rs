@@ -1,0 +1,93 @@
+//! `entries`: every entry of the campaign as an entry row plus one column per
+//! campaign preference; with `includeAllMarkets`, one more row per
+//! additional market. Tab-separated `.tsv` (orig).
+
+use std::borrow::Cow;
+
+use async_trait::async_trait;
+use mongodb::bson::{doc, Document};
+
+use super::entry_rows::{
+    additional_markets, entry_cells, preference_cell, EntryReader, Markets, ENTRY_COLUMNS,
+    EVENT_ID, SELECT_SHOW,
+};
+use super::{ExportError, ExportType, FileFormat, Source};
+use crate::encode::CsvOut;
+use crate::store::id_forms;
+
+pub struct Entries;
+
+#[async_trait]
+impl ExportType for Entries {
+    fn name(&self) -> &'static str {
+        "entries"
+    }
+    fn format(&self) -> FileFormat {
+        FileFormat::TSV
+    }
+    fn needs_markets(&self) -> bool {
+        true
+    }
+
+    async fn expected_rows(&self, src: &Source) -> Result<Option<u64>, ExportError> {
+        Ok(Some(count_entries(src, doc! {}).await?))
+    }
+
+    async fn write(&self, src: &Source, out: &mut CsvOut) -> Result<(), ExportError> {
+        let prefs = &src.campaign.preferences;
+        let mut header: Vec<String> = ENTRY_COLUMNS.iter().map(|c| c.to_string()).collect();
+        header.extend(prefs.iter().map(|p| format!("#{}.{}", p.kind, p.id)));
+        out.header(&header).await?;
+
+        let markets = Markets::new(&src.markets);
+        let mut reader = EntryReader::new(src, doc! {});
+        while let Some(batch) = reader.next_batch().await? {
+            let market = &markets.views[batch.market];
+            let mut row: Vec<Cow<'_, str>> = Vec::with_capacity(header.len());
+            for j in &batch.items {
+                let cells = entry_cells(&src.campaign, market, &j.entry, j.user.as_deref());
+                row.clear();
+                row.extend(cells);
+                row.extend(prefs.iter().map(|p| preference_cell(&j.entry, &p.id)));
+                out.row(&row).await?;
+                if src.params.include_all_markets {
+                    for id in additional_markets(&j.entry) {
+                        // An id that names no market of the campaign has no
+                        // show to describe: skipped.
+                        if let Some(extra) = markets.get(&id) {
+                            row[SELECT_SHOW] = Cow::Borrowed(extra.select_show.as_str());
+                            row[EVENT_ID] = Cow::Borrowed(extra.event_ids.as_str());
+                            out.row(&row).await?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Entries of the campaign matching `extra` (the preliminary count). An
+/// aggregation `$match` + `$group`: an index scan on `_id.campaign_id`.
+pub async fn count_entries(src: &Source, extra: Document) -> Result<u64, ExportError> {
+    use futures::TryStreamExt;
+    let mut m = doc! { "_id.campaign_id": { "$in": id_forms(&src.campaign.id) } };
+    m.extend(extra);
+    let mut cur = src
+        .store
+        .raw("entries")
+        .aggregate([
+            doc! { "$match": m },
+            doc! { "$group": { "_id": null, "n": { "$sum": 1 } } },
+        ])
+        .await
+        .map_err(crate::store::StoreError)?;
+    let n = match cur.try_next().await.map_err(crate::store::StoreError)? {
+        Some(d) => d
+            .get_i64("n")
+            .or_else(|_| d.get_i32("n").map(i64::from))
+            .unwrap_or(0),
+        None => 0,
+    };
+    Ok(n.max(0) as u64)
+}

@@ -1,0 +1,286 @@
+//! The entry family's shared reading and row building: for each market of
+//! the campaign in turn, a cursor over its entries (index order) plus one
+//! batched `users` lookup per batch — never one query per entry.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use futures::TryStreamExt;
+use mongodb::bson::{doc, oid::ObjectId, Document, RawBsonRef, RawDocument, RawDocumentBuf};
+use mongodb::Cursor;
+
+use super::raw::{get, is_set, or_else, text, text_at};
+use super::Source;
+use crate::store::{id_forms, Campaign, Market, Store, StoreError};
+
+/// Entries fetched per batch (one users query each).
+const BATCH: usize = 1000;
+
+/// The entry-row header (spec: exports.md "Entry row", order exact).
+pub const ENTRY_COLUMNS: [&str; 17] = [
+    "id",
+    "contest_title",
+    "entry_date",
+    "tm_id",
+    "globalUserId",
+    "ip_address",
+    "email",
+    "first_name",
+    "last_name",
+    "Zip Code",
+    "Mobile Phone",
+    "Hbase_ID",
+    "Select Show",
+    "Event_ID",
+    "locale",
+    "campaign_id",
+    "Phone confirmed",
+];
+
+/// Index of `Select Show` / `Event_ID` in an entry row.
+pub const SELECT_SHOW: usize = 12;
+pub const EVENT_ID: usize = 13;
+
+/// A market's derived cells, computed once per export.
+#[derive(Debug, Clone)]
+pub struct MarketView {
+    pub id: String,
+    pub name: String,
+    pub select_show: String,
+    pub event_ids: String,
+}
+
+impl MarketView {
+    pub fn new(m: &Market) -> Self {
+        Self {
+            id: m.id.clone(),
+            name: m.name.clone(),
+            select_show: select_show(m),
+            event_ids: m.event_ids.join(","),
+        }
+    }
+}
+
+/// `M/DD - City, State` (UTC; month not padded, day padded). Without an
+/// event date: `City, State`.
+pub fn select_show(m: &Market) -> String {
+    let place = format!("{}, {}", m.city, m.state);
+    match m
+        .event_date
+        .and_then(|d| chrono::DateTime::from_timestamp_millis(d.timestamp_millis()))
+    {
+        Some(t) => format!("{} - {place}", t.format("%-m/%d")),
+        None => place,
+    }
+}
+
+/// Markets by id, for additional-market rows.
+pub struct Markets {
+    pub views: Vec<MarketView>,
+    by_id: HashMap<String, usize>,
+}
+
+impl Markets {
+    pub fn new(markets: &[Market]) -> Self {
+        let views: Vec<MarketView> = markets.iter().map(MarketView::new).collect();
+        let by_id = views
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (v.id.clone(), i))
+            .collect();
+        Self { views, by_id }
+    }
+    pub fn get(&self, id: &str) -> Option<&MarketView> {
+        self.by_id.get(id).map(|&i| &self.views[i])
+    }
+}
+
+/// An entry and its user (absent when the user document is missing).
+pub struct Joined {
+    pub entry: RawDocumentBuf,
+    pub user: Option<RawDocumentBuf>,
+}
+
+/// One batch of joined entries of one market.
+pub struct Batch {
+    /// Index into the campaign's markets.
+    pub market: usize,
+    pub items: Vec<Joined>,
+}
+
+/// Streams the campaign's entries market by market, joined to users.
+pub struct EntryReader<'s> {
+    src: &'s Source,
+    extra: Document,
+    market: usize,
+    cursor: Option<Cursor<RawDocumentBuf>>,
+}
+
+impl<'s> EntryReader<'s> {
+    /// `extra`: more filter conditions (e.g. an opt-in flag).
+    pub fn new(src: &'s Source, extra: Document) -> Self {
+        Self {
+            src,
+            extra,
+            market: 0,
+            cursor: None,
+        }
+    }
+
+    /// The filter for one market (index `{_id.campaign_id, fields.market,
+    /// _id.user_id}`: equality prefix, sort from the index).
+    pub fn filter(campaign_id: &str, market_id: &str, extra: &Document) -> Document {
+        let mut f = doc! {
+            "_id.campaign_id": { "$in": id_forms(campaign_id) },
+            "fields.market": { "$in": id_forms(market_id) },
+        };
+        f.extend(extra.clone());
+        f
+    }
+
+    pub async fn next_batch(&mut self) -> Result<Option<Batch>, StoreError> {
+        loop {
+            if self.cursor.is_none() {
+                let Some(m) = self.src.markets.get(self.market) else {
+                    return Ok(None);
+                };
+                let filter = Self::filter(&self.src.campaign.id, &m.id, &self.extra);
+                let cursor = self
+                    .src
+                    .store
+                    .raw("entries")
+                    .find(filter)
+                    .sort(doc! { "_id.user_id": 1 })
+                    .batch_size(BATCH as u32)
+                    .await?;
+                self.cursor = Some(cursor);
+            }
+            let cursor = self.cursor.as_mut().expect("cursor set above");
+            let mut entries = Vec::with_capacity(BATCH);
+            while entries.len() < BATCH {
+                match cursor.try_next().await? {
+                    Some(e) => entries.push(e),
+                    None => break,
+                }
+            }
+            if entries.is_empty() {
+                self.cursor = None;
+                self.market += 1;
+                continue;
+            }
+            let items = join_users(&self.src.store, entries).await?;
+            return Ok(Some(Batch {
+                market: self.market,
+                items,
+            }));
+        }
+    }
+}
+
+/// One `users` lookup for a batch of entries. A free function: the reader
+/// holds a cursor, which is not `Sync`, so no `&self` across an await.
+async fn join_users(
+    store: &Store,
+    entries: Vec<RawDocumentBuf>,
+) -> Result<Vec<Joined>, StoreError> {
+    let ids: Vec<ObjectId> = entries.iter().filter_map(|e| user_oid(e)).collect();
+    let mut users: HashMap<ObjectId, RawDocumentBuf> = HashMap::with_capacity(ids.len());
+    if !ids.is_empty() {
+        let mut cur = store
+            .raw("users")
+            .find(doc! { "_id": { "$in": ids } })
+            .projection(doc! { "integrations.ticketmaster": 1 })
+            .batch_size(BATCH as u32)
+            .await?;
+        while let Some(u) = cur.try_next().await? {
+            if let Ok(oid) = u.get_object_id("_id") {
+                users.insert(oid, u);
+            }
+        }
+    }
+    Ok(entries
+        .into_iter()
+        .map(|entry| {
+            let user = user_oid(&entry).and_then(|o| users.remove(&o));
+            Joined { entry, user }
+        })
+        .collect())
+}
+
+/// The entry's user id as an ObjectId (stored as a string or an ObjectId).
+fn user_oid(entry: &RawDocument) -> Option<ObjectId> {
+    match get(entry, &["_id", "user_id"])? {
+        RawBsonRef::ObjectId(o) => Some(o),
+        RawBsonRef::String(s) => ObjectId::parse_str(s).ok(),
+        _ => None,
+    }
+}
+
+const TM: [&str; 2] = ["integrations", "ticketmaster"];
+
+fn tm<'a>(user: Option<&'a RawDocument>, field: &[&str]) -> Cow<'a, str> {
+    let Some(u) = user else {
+        return Cow::Borrowed("");
+    };
+    let mut path: Vec<&str> = TM.to_vec();
+    path.extend_from_slice(field);
+    text_at(u, &path)
+}
+
+/// The 17 entry-row cells (spec: exports.md "Entry row").
+pub fn entry_cells<'a>(
+    campaign: &'a Campaign,
+    market: &'a MarketView,
+    entry: &'a RawDocument,
+    user: Option<&'a RawDocument>,
+) -> [Cow<'a, str>; 17] {
+    [
+        text_at(entry, &["_id", "user_id"]),
+        Cow::Borrowed(campaign.name.as_str()),
+        text_at(entry, &["date", "created"]),
+        tm(user, &["id"]),
+        tm(user, &["globalUserId"]),
+        text_at(entry, &["origin", "ip", "address"]),
+        or_else(text_at(entry, &["fields", "email"]), || {
+            tm(user, &["email"])
+        }),
+        or_else(tm(user, &["name", "first"]), || {
+            text_at(entry, &["fields", "first_name"])
+        }),
+        or_else(tm(user, &["name", "last"]), || {
+            text_at(entry, &["fields", "last_name"])
+        }),
+        or_else(text_at(entry, &["origin", "ip", "postalCode"]), || {
+            tm(user, &["postalCode"])
+        }),
+        or_else(text_at(entry, &["fields", "phone"]), || {
+            tm(user, &["phone"])
+        }),
+        tm(user, &["member_id"]),
+        Cow::Borrowed(market.select_show.as_str()),
+        Cow::Borrowed(market.event_ids.as_str()),
+        text_at(entry, &["locale"]),
+        Cow::Borrowed(campaign.id.as_str()),
+        Cow::Borrowed(if is_set(entry, &["date", "phoneConfirmed"]) {
+            "true"
+        } else {
+            "false"
+        }),
+    ]
+}
+
+/// A preference cell: the entry's `fields[pref.id]`, `false` when missing.
+pub fn preference_cell<'a>(entry: &'a RawDocument, pref_id: &str) -> Cow<'a, str> {
+    match get(entry, &["fields", pref_id]) {
+        None | Some(RawBsonRef::Null) => Cow::Borrowed("false"),
+        v => text(v),
+    }
+}
+
+/// Ids in the entry's `fields.additionalMarkets`.
+pub fn additional_markets(entry: &RawDocument) -> Vec<Cow<'_, str>> {
+    match get(entry, &["fields", "additionalMarkets"]) {
+        Some(RawBsonRef::Array(a)) => a.into_iter().flatten().map(|v| text(Some(v))).collect(),
+        _ => Vec::new(),
+    }
+}

@@ -1,0 +1,263 @@
+//! Export types: one file per type behind [`ExportType`], listed once in
+//! [`Registry::new`]. Adding a type is adding a file and one line there.
+//!
+//! A type says what it reads and how a row looks; the worker owns the
+//! queue, the sink and the encoder, so no type touches S3 or leases.
+
+mod entries;
+pub mod entry_rows;
+pub mod raw;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use mongodb::bson::Bson;
+
+use crate::encode::CsvOut;
+use crate::error::{ApiError, Code};
+use crate::sink::{DestKind, SinkError};
+use crate::store::{Campaign, Market, Store, StoreError};
+
+/// How a type's output is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileFormat {
+    /// File extension without the dot (`tsv`, `txt`, `csv`).
+    pub ext: &'static str,
+    /// Field delimiter.
+    pub delimiter: u8,
+}
+
+impl FileFormat {
+    pub const TSV: FileFormat = FileFormat {
+        ext: "tsv",
+        delimiter: b'\t',
+    };
+    pub const TXT: FileFormat = FileFormat {
+        ext: "txt",
+        delimiter: b'\t',
+    };
+    pub const CSV: FileFormat = FileFormat {
+        ext: "csv",
+        delimiter: b',',
+    };
+
+    pub fn content_type(&self, gzip: bool) -> &'static str {
+        if gzip {
+            return "application/gzip";
+        }
+        match self.ext {
+            "tsv" => "text/tab-separated-values; charset=utf-8",
+            "txt" => "text/plain; charset=utf-8",
+            _ => "text/csv; charset=utf-8",
+        }
+    }
+}
+
+/// What the request asked for (validated at POST time, stored on the
+/// export, read back by the worker).
+#[derive(Debug, Clone, Default)]
+pub struct Params {
+    pub date_key: Option<String>,
+    pub include_all_markets: bool,
+    pub gzip: bool,
+}
+
+/// Everything a type reads from: the store, the campaign and its markets,
+/// the request's parameters.
+pub struct Source {
+    pub store: Store,
+    pub campaign: Campaign,
+    pub markets: Vec<Market>,
+    pub params: Params,
+    pub export_id: String,
+}
+
+/// Why an export failed. `retryable` failures hand the export back to the
+/// queue (up to MAX_ATTEMPTS); the others fail it at once.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Sink(#[from] SinkError),
+    #[error("writing CSV: {0}")]
+    Csv(#[from] csv_async::Error),
+    #[error("writing output: {0}")]
+    Io(#[from] std::io::Error),
+    /// The data cannot be exported as asked (e.g. a missing code); permanent.
+    #[error("{message}")]
+    Data {
+        message: String,
+        payload: Option<Bson>,
+    },
+    /// The export's lease was lost (expired or reclaimed): stop quietly.
+    #[error("lease lost")]
+    LeaseLost,
+    /// The process is shutting down: hand the export back.
+    #[error("handed back on shutdown")]
+    Drained,
+}
+
+impl ExportError {
+    pub fn data(code: Code, message: impl Into<String>) -> Self {
+        ExportError::Data {
+            message: message.into(),
+            payload: Some(Bson::Document(
+                mongodb::bson::doc! { "code": code.as_str() },
+            )),
+        }
+    }
+
+    pub fn retryable(&self) -> bool {
+        match self {
+            ExportError::Store(_) | ExportError::Io(_) | ExportError::Csv(_) => true,
+            ExportError::Sink(SinkError::NotConfigured(_)) => false,
+            ExportError::Sink(_) => true,
+            ExportError::Data { .. } => false,
+            ExportError::LeaseLost | ExportError::Drained => false,
+        }
+    }
+}
+
+/// One export type.
+#[async_trait]
+pub trait ExportType: Send + Sync + 'static {
+    /// The `exportType` value.
+    fn name(&self) -> &'static str;
+    /// File format of the single object.
+    fn format(&self) -> FileFormat;
+    /// Where the object goes.
+    fn destination(&self) -> DestKind {
+        DestKind::Exports
+    }
+    /// Does this type read entries per market (needs ≥ 1 market)?
+    fn needs_markets(&self) -> bool {
+        false
+    }
+    /// Object key (spec: exports.md "Keys").
+    fn key(&self, k: &KeyParts<'_>) -> String {
+        default_key(k, self.name(), self.format().ext)
+    }
+    /// Type-specific checks at POST time (after the campaign is found).
+    async fn validate(
+        &self,
+        _store: &Store,
+        _campaign: &Campaign,
+        _params: &Params,
+    ) -> Result<(), ApiError> {
+        Ok(())
+    }
+    /// The preliminary count (`progress.expectedRows`); `None` where the
+    /// type disables it.
+    async fn expected_rows(&self, src: &Source) -> Result<Option<u64>, ExportError>;
+    /// Stream the rows into `out` (header included).
+    async fn write(&self, src: &Source, out: &mut CsvOut) -> Result<(), ExportError>;
+}
+
+/// What a key is made of.
+pub struct KeyParts<'a> {
+    pub campaign_id: &'a str,
+    pub campaign_name: &'a str,
+    pub export_id: &'a str,
+    pub created: chrono::DateTime<chrono::Utc>,
+    pub date_key: Option<&'a str>,
+    pub gzip: bool,
+}
+
+/// `campaigns/{slug(campaignName)}-{campaignId}/{exportType}/{yyyymmddHHMMss}-{exportId}.{ext}[.gz]`
+pub fn default_key(k: &KeyParts<'_>, export_type: &str, ext: &str) -> String {
+    let slug = slug(k.campaign_name);
+    let prefix = if slug.is_empty() {
+        k.campaign_id.to_string()
+    } else {
+        format!("{slug}-{}", k.campaign_id)
+    };
+    format!(
+        "campaigns/{prefix}/{export_type}/{}-{}.{ext}{}",
+        k.created.format("%Y%m%d%H%M%S"),
+        k.export_id,
+        if k.gzip { ".gz" } else { "" }
+    )
+}
+
+/// Lower-case ASCII letters and digits, other runs become one `-`.
+pub fn slug(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('-') && !out.is_empty() {
+            out.push('-');
+        }
+    }
+    while out.ends_with('-') {
+        out.pop();
+    }
+    out
+}
+
+/// POST-time check shared by the entry-based types.
+pub fn require_markets(needs: bool, markets_found: usize) -> Result<(), ApiError> {
+    if needs && markets_found == 0 {
+        return Err(ApiError::coded(
+            axum::http::StatusCode::BAD_REQUEST,
+            Code::NoMarketsFound,
+            "the campaign has no markets",
+        ));
+    }
+    Ok(())
+}
+
+/// Every export type, by name.
+#[derive(Clone)]
+pub struct Registry {
+    types: Arc<BTreeMap<&'static str, Arc<dyn ExportType>>>,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        let all: Vec<Arc<dyn ExportType>> = vec![Arc::new(entries::Entries)];
+        Self {
+            types: Arc::new(all.into_iter().map(|t| (t.name(), t)).collect()),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<dyn ExportType>> {
+        self.types.get(name).cloned()
+    }
+
+    /// Valid `exportType` values, sorted.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.types.keys().copied().collect()
+    }
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs_and_keys() {
+        assert_eq!(slug("Tour 2026: Ünïcode / Live!"), "tour-2026-n-code-live");
+        assert_eq!(slug("---"), "");
+        let k = KeyParts {
+            campaign_id: "c1",
+            campaign_name: "Tour 2026",
+            export_id: "65f0",
+            created: chrono::DateTime::from_timestamp(1_767_225_600, 0).unwrap(),
+            date_key: None,
+            gzip: false,
+        };
+        assert_eq!(
+            default_key(&k, "entries", "tsv"),
+            "campaigns/tour-2026-c1/entries/20260101000000-65f0.tsv"
+        );
+    }
+}

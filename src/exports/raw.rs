@@ -1,0 +1,104 @@
+//! Reading fields straight out of raw BSON: the hot path never builds a
+//! `Document` tree or goes through serde.
+
+use std::borrow::Cow;
+
+use mongodb::bson::{RawBsonRef, RawDocument};
+
+/// The value at a dotted path (`["fields", "email"]`), if present.
+pub fn get<'a>(doc: &'a RawDocument, path: &[&str]) -> Option<RawBsonRef<'a>> {
+    let (last, parents) = path.split_last()?;
+    let mut cur = doc;
+    for p in parents {
+        cur = cur.get_document(p).ok()?;
+    }
+    cur.get(last).ok().flatten()
+}
+
+/// The value as text: strings borrowed, numbers/ids/dates formatted, null
+/// and missing empty.
+pub fn text<'a>(v: Option<RawBsonRef<'a>>) -> Cow<'a, str> {
+    match v {
+        None | Some(RawBsonRef::Null) | Some(RawBsonRef::Undefined) => Cow::Borrowed(""),
+        Some(RawBsonRef::String(s)) => Cow::Borrowed(s),
+        Some(RawBsonRef::Boolean(b)) => Cow::Borrowed(if b { "true" } else { "false" }),
+        Some(RawBsonRef::Int32(i)) => Cow::Owned(i.to_string()),
+        Some(RawBsonRef::Int64(i)) => Cow::Owned(i.to_string()),
+        Some(RawBsonRef::Double(d)) => Cow::Owned(fmt_double(d)),
+        Some(RawBsonRef::ObjectId(o)) => Cow::Owned(o.to_hex()),
+        Some(RawBsonRef::DateTime(d)) => Cow::Owned(iso(d)),
+        Some(RawBsonRef::Array(a)) => {
+            let parts: Vec<Cow<'a, str>> = a.into_iter().flatten().map(|v| text(Some(v))).collect();
+            Cow::Owned(parts.join(","))
+        }
+        Some(other) => match other.to_raw_bson().try_into() {
+            Ok(b) => Cow::Owned(mongodb::bson::Bson::to_string(&b)),
+            Err(_) => Cow::Borrowed(""),
+        },
+    }
+}
+
+/// Text at a path.
+pub fn text_at<'a>(doc: &'a RawDocument, path: &[&str]) -> Cow<'a, str> {
+    text(get(doc, path))
+}
+
+/// The first non-empty of two candidates.
+pub fn or_else<'a>(a: Cow<'a, str>, b: impl FnOnce() -> Cow<'a, str>) -> Cow<'a, str> {
+    if a.is_empty() {
+        b()
+    } else {
+        a
+    }
+}
+
+/// A JavaScript-style number: integers without a fraction.
+fn fmt_double(d: f64) -> String {
+    if d.fract() == 0.0 && d.abs() < 1e15 {
+        format!("{}", d as i64)
+    } else {
+        d.to_string()
+    }
+}
+
+/// RFC 3339 UTC with milliseconds, as the original's `toISOString()`.
+pub fn iso(d: mongodb::bson::DateTime) -> String {
+    chrono::DateTime::from_timestamp_millis(d.timestamp_millis())
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        .unwrap_or_default()
+}
+
+/// Present and not null.
+pub fn is_set(doc: &RawDocument, path: &[&str]) -> bool {
+    !matches!(
+        get(doc, path),
+        None | Some(RawBsonRef::Null) | Some(RawBsonRef::Undefined)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mongodb::bson::{doc, DateTime, RawDocumentBuf};
+
+    #[test]
+    fn text_forms() {
+        let d = RawDocumentBuf::from_document(&doc! {
+            "a": { "b": "x", "n": 5, "f": 2.5, "w": 3.0, "t": true, "z": null,
+                   "d": DateTime::from_millis(1_767_225_600_123), "arr": ["1", 2] }
+        })
+        .unwrap();
+        assert_eq!(text_at(&d, &["a", "b"]), "x");
+        assert_eq!(text_at(&d, &["a", "n"]), "5");
+        assert_eq!(text_at(&d, &["a", "f"]), "2.5");
+        assert_eq!(text_at(&d, &["a", "w"]), "3");
+        assert_eq!(text_at(&d, &["a", "t"]), "true");
+        assert_eq!(text_at(&d, &["a", "z"]), "");
+        assert_eq!(text_at(&d, &["a", "missing"]), "");
+        assert_eq!(text_at(&d, &["nope", "x"]), "");
+        assert_eq!(text_at(&d, &["a", "d"]), "2026-01-01T00:00:00.123Z");
+        assert_eq!(text_at(&d, &["a", "arr"]), "1,2");
+        assert!(is_set(&d, &["a", "b"]));
+        assert!(!is_set(&d, &["a", "z"]));
+    }
+}

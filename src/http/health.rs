@@ -1,0 +1,37 @@
+//! `/heartbeat` (the ELB health check: cheap, no database round trip) and
+//! `/metrics` (Prometheus text format). No auth on either.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use super::AppState;
+use crate::error::ApiError;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/heartbeat", get(heartbeat))
+        .route("/metrics", get(metrics))
+}
+
+async fn heartbeat(State(state): State<AppState>) -> axum::response::Response {
+    if state.shutdown.is_draining() {
+        // The ELB takes the instance out of service; in-flight exports finish.
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "draining for shutdown")
+            .into_response();
+    }
+    Json(json!({ "status": "OK" })).into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+}

@@ -1,0 +1,19 @@
+//! vf-export: the Verified Fan export service. Campaign tools request an
+//! export over HTTP; a worker streams the rows out of MongoDB into CSV in S3
+//! and the API hands back a signed download URL.
+//!
+//! Data flows one way: `http` → `queue` → `worker` → `exports` (rows) →
+//! `encode` (bytes) → `sink` (S3).
+
+pub mod config;
+pub mod encode;
+pub mod error;
+pub mod exports;
+pub mod http;
+pub mod queue;
+pub mod shutdown;
+pub mod sink;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod worker;

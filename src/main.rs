@@ -1,0 +1,77 @@
+//! The `vf-export` binary: parse the command line, validate configuration
+//! (one clear line and exit 2 on a problem), run the subcommand.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use vf_export::config::{Cli, Command, Needs};
+use vf_export::startup::{Application, Role};
+use vf_export::store::{IndexScope, Store};
+use vf_export::{shutdown, telemetry};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("vf-export: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    let (settings, needs) = match &cli.command {
+        Command::Serve(s) => (s, Needs::Serve),
+        Command::Worker(s) => (s, Needs::Worker),
+        Command::Indexes(s) => (s, Needs::MongoOnly),
+    };
+    let cfg = match settings.validate(needs) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vf-export: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init_logging();
+    let result = match cli.command {
+        Command::Serve(_) => serve(&cfg, Role::Serve).await,
+        Command::Worker(_) => serve(&cfg, Role::Worker).await,
+        Command::Indexes(_) => indexes(&cfg).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "vf-export stopped with an error");
+            eprintln!("vf-export: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(cfg: &vf_export::config::Config, role: Role) -> anyhow::Result<()> {
+    let app = Application::build(cfg, role).await?;
+    let sd = app.shutdown();
+    tokio::spawn(async move {
+        shutdown::signal().await;
+        tracing::info!("shutdown signal: draining");
+        sd.drain();
+    });
+    app.run().await
+}
+
+async fn indexes(cfg: &vf_export::config::Config) -> anyhow::Result<()> {
+    let store = Store::connect(&cfg.mongodb_uri, &cfg.mongodb_db).await?;
+    let before = store.existing_indexes().await?;
+    let ensured = store.ensure_indexes(IndexScope::All).await?;
+    for name in &ensured {
+        let what = if before.contains(name) {
+            "present"
+        } else {
+            "created"
+        };
+        println!("{what:8} {name}");
+    }
+    Ok(())
+}

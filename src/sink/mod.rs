@@ -1,0 +1,410 @@
+//! Where bytes go. A sink is an owned `AsyncWrite` (what encoders write to)
+//! plus an [`Upload`] handle that commits or aborts the object. The two
+//! halves are joined by a bounded in-memory pipe, so a slow S3 stalls the
+//! encoder, which stalls the MongoDB cursor: backpressure end to end with
+//! flat memory.
+//!
+//! Nothing is visible under the final key until commit: S3 completes the
+//! multipart upload atomically; a local file is renamed into place.
+
+mod file;
+mod multipart;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::types::ObjectCannedAcl;
+use tokio::io::{AsyncWrite, DuplexStream};
+use tokio::sync::{oneshot, OnceCell};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Buckets, Config};
+use crate::queue::UploadRef;
+
+/// Size of the pipe between encoder and uploader. Small: the part buffer is
+/// where bytes accumulate.
+const PIPE_BYTES: usize = 256 * 1024;
+
+/// A boxed byte sink the encoders write to.
+pub type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// A destination the export needs is not configured.
+    #[error("{0}")]
+    NotConfigured(String),
+    /// S3 (or STS) refused or failed; the message names the bucket/role and
+    /// the service's error code, never credentials.
+    #[error("{0}")]
+    Remote(String),
+    #[error("local file: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("upload aborted")]
+    Aborted,
+}
+
+impl SinkError {
+    pub fn remote<E>(what: &str, e: &aws_sdk_s3::error::SdkError<E>) -> Self
+    where
+        E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let detail = match e.as_service_error() {
+            Some(se) => format!(
+                "{}: {}",
+                se.code().unwrap_or("error"),
+                se.message().unwrap_or("no message")
+            ),
+            None => aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
+        };
+        SinkError::Remote(format!("{what}: {detail}"))
+    }
+}
+
+/// The named destinations of the spec (exports.md "Destinations and ACLs").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DestKind {
+    Exports,
+    Scoring,
+    VfScoring,
+    Sfmc,
+    Tmol,
+}
+
+/// A resolved destination: bucket, canned ACL and a client carrying the
+/// right credentials.
+#[derive(Clone, Debug)]
+pub struct Destination {
+    pub bucket: String,
+    pub acl: ObjectCannedAcl,
+    pub client: aws_sdk_s3::Client,
+}
+
+/// What to write: key and content type.
+#[derive(Debug, Clone)]
+pub struct ObjectSpec {
+    pub key: String,
+    pub content_type: &'static str,
+}
+
+/// Builds destinations and uploads. Cheap to clone.
+#[derive(Clone)]
+pub struct Sinks {
+    inner: Arc<SinksInner>,
+}
+
+struct SinksInner {
+    sdk: aws_config::SdkConfig,
+    force_path_style: bool,
+    base: aws_sdk_s3::Client,
+    buckets: Buckets,
+    sse_kms_key_id: Option<String>,
+    part_size: usize,
+    sfmc: OnceCell<aws_sdk_s3::Client>,
+    tmol: OnceCell<aws_sdk_s3::Client>,
+}
+
+/// The AWS SDK configuration from the service's settings (region, optional
+/// endpoint override for stand-ins) and the default credential chain.
+pub async fn sdk_config(cfg: &Config) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(cfg.aws_region.clone()));
+    if let Some(ep) = &cfg.aws_endpoint_url {
+        loader = loader.endpoint_url(ep);
+    }
+    loader.load().await
+}
+
+fn s3_client(sdk: &aws_config::SdkConfig, path_style: bool) -> aws_sdk_s3::Client {
+    let conf = aws_sdk_s3::config::Builder::from(sdk)
+        .force_path_style(path_style)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+impl Sinks {
+    pub fn new(cfg: &Config, sdk: aws_config::SdkConfig) -> Self {
+        let base = s3_client(&sdk, cfg.s3_force_path_style);
+        Self {
+            inner: Arc::new(SinksInner {
+                sdk,
+                force_path_style: cfg.s3_force_path_style,
+                base,
+                buckets: cfg.buckets.clone(),
+                sse_kms_key_id: cfg.sse_kms_key_id.clone(),
+                part_size: cfg.part_size,
+                sfmc: OnceCell::new(),
+                tmol: OnceCell::new(),
+            }),
+        }
+    }
+
+    pub fn sdk(&self) -> &aws_config::SdkConfig {
+        &self.inner.sdk
+    }
+
+    /// The instance-credential client (the service's own buckets).
+    pub fn client(&self) -> &aws_sdk_s3::Client {
+        &self.inner.base
+    }
+
+    pub fn buckets(&self) -> &Buckets {
+        &self.inner.buckets
+    }
+
+    /// A client with credentials from `sts:AssumeRole` on `role_arn`. The
+    /// provider caches the credentials and refreshes them before they expire,
+    /// so a long export keeps writing.
+    async fn assumed(
+        &self,
+        cell: &OnceCell<aws_sdk_s3::Client>,
+        role_arn: &str,
+    ) -> aws_sdk_s3::Client {
+        cell.get_or_init(|| async {
+            let provider = aws_config::sts::AssumeRoleProvider::builder(role_arn)
+                .session_name("vf-export")
+                .configure(&self.inner.sdk)
+                .build()
+                .await;
+            let sdk = self
+                .inner
+                .sdk
+                .to_builder()
+                .credentials_provider(aws_sdk_s3::config::SharedCredentialsProvider::new(provider))
+                .build();
+            s3_client(&sdk, self.inner.force_path_style)
+        })
+        .await
+        .clone()
+    }
+
+    /// Resolve a destination; an unconfigured partner destination is an
+    /// error naming what is missing.
+    pub async fn destination(&self, kind: DestKind) -> Result<Destination, SinkError> {
+        let b = &self.inner.buckets;
+        let own = |bucket: &str, acl| Destination {
+            bucket: bucket.to_string(),
+            acl,
+            client: self.inner.base.clone(),
+        };
+        Ok(match kind {
+            DestKind::Exports => own(&b.exports, ObjectCannedAcl::Private),
+            DestKind::Scoring => own(&b.scoring, ObjectCannedAcl::BucketOwnerFullControl),
+            DestKind::VfScoring => own(&b.vf_scoring, ObjectCannedAcl::BucketOwnerFullControl),
+            DestKind::Sfmc | DestKind::Tmol => {
+                let (bucket, role, cell, name) = if kind == DestKind::Sfmc {
+                    (&b.sfmc, &b.sfmc_role_arn, &self.inner.sfmc, "SFMC")
+                } else {
+                    (&b.tmol, &b.tmol_role_arn, &self.inner.tmol, "TMOL")
+                };
+                let bucket = bucket.as_deref().ok_or_else(|| {
+                    SinkError::NotConfigured(format!("{name}_BUCKET is not configured"))
+                })?;
+                let role = role.as_deref().ok_or_else(|| {
+                    SinkError::NotConfigured(format!("{name}_ROLE_ARN is not configured"))
+                })?;
+                Destination {
+                    bucket: bucket.to_string(),
+                    acl: ObjectCannedAcl::BucketOwnerFullControl,
+                    client: self.assumed(cell, role).await,
+                }
+            }
+        })
+    }
+
+    /// Start a multipart upload to `dest`; returns the writer to encode into
+    /// and the handle that commits or aborts.
+    pub async fn open_s3(
+        &self,
+        dest: &Destination,
+        spec: &ObjectSpec,
+    ) -> Result<(BoxWrite, Upload), SinkError> {
+        multipart::open(
+            dest,
+            spec,
+            self.inner.part_size,
+            self.inner.sse_kms_key_id.as_deref(),
+        )
+        .await
+    }
+
+    /// Write to a local file (the one-shot CLI's default).
+    pub async fn open_file(path: &std::path::Path) -> Result<(BoxWrite, Upload), SinkError> {
+        file::open(path).await
+    }
+
+    /// A presigned GET URL: a local computation, no network call.
+    pub async fn presign(
+        &self,
+        bucket: &str,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<String, SinkError> {
+        let conf = PresigningConfig::expires_in(ttl)
+            .map_err(|e| SinkError::Remote(format!("presign: {e}")))?;
+        let req = self
+            .inner
+            .base
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .presigned(conf)
+            .await
+            .map_err(|e| SinkError::remote("presign", &e))?;
+        Ok(req.uri().to_string())
+    }
+
+    /// Abort a multipart upload left open by a worker that died. A missing
+    /// upload counts as aborted.
+    pub async fn abort_orphan(&self, up: &UploadRef) -> Result<(), SinkError> {
+        let client = self.client_for_bucket(&up.bucket).await;
+        match client
+            .abort_multipart_upload()
+            .bucket(&up.bucket)
+            .key(&up.key)
+            .upload_id(&up.upload_id)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_no_such_upload(&e) => Ok(()),
+            Err(e) => Err(SinkError::remote(
+                &format!("abort upload in {}", up.bucket),
+                &e,
+            )),
+        }
+    }
+
+    /// The client whose credentials can write `bucket`.
+    pub async fn client_for_bucket(&self, bucket: &str) -> aws_sdk_s3::Client {
+        let b = &self.inner.buckets;
+        for (partner, kind) in [(&b.sfmc, DestKind::Sfmc), (&b.tmol, DestKind::Tmol)] {
+            if partner.as_deref() == Some(bucket) {
+                if let Ok(d) = self.destination(kind).await {
+                    return d.client;
+                }
+            }
+        }
+        self.inner.base.clone()
+    }
+}
+
+fn is_no_such_upload<E: aws_sdk_s3::error::ProvideErrorMetadata>(
+    e: &aws_sdk_s3::error::SdkError<E>,
+) -> bool {
+    e.as_service_error()
+        .and_then(|s| s.code())
+        .map(|c| c == "NoSuchUpload")
+        .unwrap_or(false)
+}
+
+/// The committing half of a sink. Dropping it without [`Upload::commit`]
+/// aborts: an export that fails halfway never publishes a partial object.
+pub struct Upload {
+    commit: Option<oneshot::Sender<()>>,
+    cancel: CancellationToken,
+    task: Option<JoinHandle<Result<Uploaded, SinkError>>>,
+    bytes: Arc<AtomicU64>,
+    info: Option<UploadRef>,
+}
+
+/// Where a committed object landed.
+#[derive(Debug, Clone)]
+pub struct Uploaded {
+    pub bucket: Option<String>,
+    pub key: String,
+    pub bytes: u64,
+}
+
+impl Upload {
+    fn new(
+        commit: oneshot::Sender<()>,
+        cancel: CancellationToken,
+        task: JoinHandle<Result<Uploaded, SinkError>>,
+        bytes: Arc<AtomicU64>,
+        info: Option<UploadRef>,
+    ) -> Self {
+        Self {
+            commit: Some(commit),
+            cancel,
+            task: Some(task),
+            bytes,
+            info,
+        }
+    }
+
+    /// The S3 upload to record on the export (None for local files).
+    pub fn info(&self) -> Option<&UploadRef> {
+        self.info.as_ref()
+    }
+
+    /// Bytes received from the encoder so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// A shared counter of bytes written, for progress reporting.
+    pub fn byte_counter(&self) -> Arc<AtomicU64> {
+        self.bytes.clone()
+    }
+
+    /// Publish the object. The writer must have been shut down first (that
+    /// is the end-of-data signal).
+    pub async fn commit(mut self) -> Result<Uploaded, SinkError> {
+        if let Some(tx) = self.commit.take() {
+            let _ = tx.send(());
+        }
+        self.join().await
+    }
+
+    /// Abort and wait until the abort is done (multipart upload removed,
+    /// partial file deleted). Returns the sink's own failure, if it failed
+    /// first: the encoder then only saw a closed pipe, this is the cause.
+    pub async fn abort(mut self) -> Option<SinkError> {
+        self.commit.take();
+        self.cancel.cancel();
+        match self.join().await {
+            Err(SinkError::Aborted) | Ok(_) => None,
+            Err(e) => Some(e),
+        }
+    }
+
+    async fn join(&mut self) -> Result<Uploaded, SinkError> {
+        match self.task.take() {
+            Some(t) => t
+                .await
+                .unwrap_or_else(|e| Err(SinkError::Remote(format!("upload task failed: {e}")))),
+            None => Err(SinkError::Aborted),
+        }
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        // Not committed: make the task abort rather than publish.
+        if self.task.is_some() {
+            self.cancel.cancel();
+        }
+    }
+}
+
+/// The pipe between encoder and uploader.
+fn pipe() -> (DuplexStream, DuplexStream) {
+    tokio::io::duplex(PIPE_BYTES)
+}
+
+impl Sinks {
+    /// The bucket of one of the service's own destinations (None for
+    /// partner buckets: their objects are not offered for download).
+    pub fn own_bucket(&self, kind: DestKind) -> Option<String> {
+        let b = &self.inner.buckets;
+        match kind {
+            DestKind::Exports => Some(b.exports.clone()),
+            DestKind::Scoring => Some(b.scoring.clone()),
+            DestKind::VfScoring => Some(b.vf_scoring.clone()),
+            DestKind::Sfmc | DestKind::Tmol => None,
+        }
+    }
+}

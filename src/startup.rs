@@ -1,0 +1,171 @@
+//! Builds the application from a validated config: state, router, worker,
+//! background tasks and shutdown wiring. Returns a value bound to a port, so
+//! tests bind port 0 and run it in-process.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::exports::Registry;
+use crate::http::{self, auth::Auth, AppState};
+use crate::queue::Queue;
+use crate::shutdown::Shutdown;
+use crate::sink::{sdk_config, Sinks};
+use crate::store::{IndexScope, Store};
+use crate::telemetry::Metrics;
+use crate::worker::{Worker, WorkerSettings};
+
+/// Which process role to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// API + worker.
+    Serve,
+    /// Worker, with only /heartbeat and /metrics.
+    Worker,
+}
+
+/// How often the queue-depth gauge is refreshed.
+const DEPTH_EVERY: Duration = Duration::from_secs(15);
+
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    worker: Option<Arc<Worker>>,
+    state: AppState,
+}
+
+impl Application {
+    pub async fn build(cfg: &Config, role: Role) -> anyhow::Result<Self> {
+        let store = Store::connect(&cfg.mongodb_uri, &cfg.mongodb_db).await?;
+        // The dedupe rule relies on the unique activeKey index: ensure the
+        // queue's (small, cheap) indexes; source indexes are the pre-deploy
+        // job's (`vf-export indexes`). A database that is down at start is
+        // not fatal: the worker retries, /heartbeat still answers.
+        if let Err(e) = store.ensure_indexes(IndexScope::Queue).await {
+            tracing::warn!(error = %e, "could not ensure queue indexes at start");
+        }
+        let sinks = Sinks::new(cfg, sdk_config(cfg).await);
+        let metrics = Metrics::new();
+        let queue = Queue::new(store.clone());
+        let registry = Registry::new();
+        let auth = match (&cfg.jwt, role) {
+            (Some(k), _) => Arc::new(Auth::new(k)?),
+            (None, Role::Worker) => {
+                // The worker serves no authenticated route; any key will do.
+                Arc::new(Auth::new(&crate::config::JwtKey::Secret(
+                    uuid::Uuid::new_v4().to_string(),
+                ))?)
+            }
+            (None, Role::Serve) => {
+                anyhow::bail!("JWT_SECRET: JWT_SECRET or JWT_PUBLIC_KEY is required for serve")
+            }
+        };
+        let state = AppState {
+            store: store.clone(),
+            queue: queue.clone(),
+            registry: registry.clone(),
+            sinks: sinks.clone(),
+            metrics: metrics.clone(),
+            auth,
+            shutdown: Shutdown::new(),
+            signed_url_ttl: cfg.signed_url_ttl,
+        };
+        let router = match role {
+            Role::Serve => http::router(state.clone(), cfg.dev_routes),
+            Role::Worker => http::health_router(state.clone()),
+        };
+        let worker = (cfg.worker_concurrency > 0).then(|| {
+            Arc::new(Worker {
+                queue,
+                store,
+                registry,
+                sinks,
+                metrics,
+                settings: WorkerSettings::from_config(cfg),
+                owner: format!(
+                    "{}-{}-{}",
+                    hostname(),
+                    std::process::id(),
+                    &uuid::Uuid::new_v4().simple().to_string()[..8]
+                ),
+            })
+        });
+        let listener = TcpListener::bind(("0.0.0.0", cfg.port)).await?;
+        Ok(Self {
+            listener,
+            router,
+            worker,
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// The handle that starts draining (SIGTERM in production, tests call it).
+    pub fn shutdown(&self) -> Shutdown {
+        self.state.shutdown.clone()
+    }
+
+    /// Serve until shutdown: drain → the worker finishes or hands back →
+    /// the HTTP server stops → return.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let shutdown = self.state.shutdown.clone();
+        let depth = tokio::spawn(refresh_depth(self.state.clone()));
+        let worker_done = tokio_util::sync::CancellationToken::new();
+        match self.worker.clone() {
+            Some(w) => {
+                let (s, done) = (shutdown.clone(), worker_done.clone());
+                tokio::spawn(async move {
+                    w.run(s).await;
+                    done.cancel();
+                });
+            }
+            None => worker_done.cancel(),
+        }
+        let stop = {
+            let (s, done) = (shutdown.clone(), worker_done.clone());
+            async move {
+                s.draining().await;
+                done.cancelled().await;
+            }
+        };
+        tracing::info!(port = self.port(), "listening");
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(stop)
+            .await?;
+        depth.abort();
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Keep the queue-depth gauge fresh in the background (never on a request).
+async fn refresh_depth(state: AppState) {
+    loop {
+        match state.queue.depth().await {
+            Ok(counts) => {
+                for (status, n) in counts {
+                    state
+                        .metrics
+                        .queue_depth
+                        .with_label_values(&[status.as_str()])
+                        .set(n);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "queue depth refresh failed"),
+        }
+        tokio::time::sleep(DEPTH_EVERY).await;
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "host".into())
+}

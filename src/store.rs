@@ -1,0 +1,341 @@
+//! MongoDB handles, the index definitions, and the small reads every export
+//! shares (campaign, markets). Source documents are written by other Titan
+//! services, so parsing is lenient: a missing field is an empty cell, never
+//! a failed export.
+
+use std::time::Duration;
+
+use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime, Document, RawDocumentBuf};
+use mongodb::options::{ClientOptions, IndexOptions};
+use mongodb::{Client, Collection, Database, IndexModel};
+
+/// A database failure, described without server-echoed values.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", crate::telemetry::redact_mongo(.0))]
+pub struct StoreError(#[from] pub mongodb::error::Error);
+
+/// Handles to the database the service reads and the queue it owns.
+#[derive(Clone, Debug)]
+pub struct Store {
+    client: Client,
+    db: Database,
+}
+
+impl Store {
+    pub async fn connect(uri: &str, db: &str) -> Result<Self, StoreError> {
+        let mut opts = ClientOptions::parse(uri).await?;
+        opts.app_name = Some("vf-export".into());
+        if opts.server_selection_timeout.is_none() {
+            // Fail a request in seconds, not the driver's 30 s, when MongoDB
+            // is down; the worker retries on its own schedule.
+            opts.server_selection_timeout = Some(Duration::from_secs(10));
+        }
+        let client = Client::with_options(opts)?;
+        let db = client.database(db);
+        Ok(Self { client, db })
+    }
+
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+    pub fn exports(&self) -> Collection<Document> {
+        self.db.collection("exports")
+    }
+    pub fn campaigns(&self) -> Collection<Document> {
+        self.db.collection("campaigns")
+    }
+    pub fn markets(&self) -> Collection<Document> {
+        self.db.collection("markets")
+    }
+    /// Raw documents: the hot path reads fields in place, no `Document` tree.
+    pub fn raw(&self, name: &str) -> Collection<RawDocumentBuf> {
+        self.db.collection(name)
+    }
+
+    /// A cheap liveness round trip.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.db.run_command(doc! { "ping": 1 }).await?;
+        Ok(())
+    }
+
+    /// Create the indexes (idempotent: an existing identical index is kept).
+    /// Returns `collection.index_name` for each index ensured.
+    pub async fn ensure_indexes(&self, scope: IndexScope) -> Result<Vec<String>, StoreError> {
+        let mut done = Vec::new();
+        for (coll, model) in index_models(scope) {
+            let name = model
+                .options
+                .as_ref()
+                .and_then(|o| o.name.clone())
+                .unwrap_or_default();
+            self.db
+                .collection::<Document>(coll)
+                .create_index(model)
+                .await?;
+            done.push(format!("{coll}.{name}"));
+        }
+        Ok(done)
+    }
+
+    /// Names of the indexes that exist, as `collection.index_name`.
+    pub async fn existing_indexes(&self) -> Result<Vec<String>, StoreError> {
+        let mut names = Vec::new();
+        let mut colls: Vec<&str> = index_models(IndexScope::All)
+            .iter()
+            .map(|(c, _)| *c)
+            .collect();
+        colls.dedup();
+        for c in colls {
+            match self.db.collection::<Document>(c).list_index_names().await {
+                Ok(list) => names.extend(list.into_iter().map(|n| format!("{c}.{n}"))),
+                // A collection that does not exist yet has no indexes.
+                Err(_) => continue,
+            }
+        }
+        Ok(names)
+    }
+
+    /// The campaign by id: `_id` may be a string or an ObjectId.
+    pub async fn campaign(&self, id: &str) -> Result<Option<Campaign>, StoreError> {
+        let found = self
+            .campaigns()
+            .find_one(doc! { "_id": { "$in": id_forms(id) } })
+            .await?;
+        Ok(found.map(|d| Campaign::from_doc(id, &d)))
+    }
+
+    /// The campaign's markets, ordered by `_id` (a stable export order).
+    pub async fn markets_of(&self, campaign_id: &str) -> Result<Vec<Market>, StoreError> {
+        use futures::TryStreamExt;
+        let docs: Vec<Document> = self
+            .markets()
+            .find(doc! { "campaignId": { "$in": id_forms(campaign_id) } })
+            .sort(doc! { "_id": 1 })
+            .await?
+            .try_collect()
+            .await?;
+        Ok(docs.iter().map(Market::from_doc).collect())
+    }
+}
+
+/// Which indexes to ensure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexScope {
+    /// The `exports` collection only: small and cheap, so `serve` ensures
+    /// these at start (the dedupe rule depends on the unique `activeKey`).
+    Queue,
+    /// Queue plus the source collections (the pre-deploy job).
+    All,
+}
+
+fn named(keys: Document, name: &str) -> IndexModel {
+    IndexModel::builder()
+        .keys(keys)
+        .options(IndexOptions::builder().name(name.to_string()).build())
+        .build()
+}
+
+/// Every index the service needs, with stable names so `doctor` can check them.
+pub fn index_models(scope: IndexScope) -> Vec<(&'static str, IndexModel)> {
+    let mut v = vec![
+        (
+            "exports",
+            named(
+                doc! { "campaignId": 1, "exportType": 1, "status": 1 },
+                "campaign_type_status",
+            ),
+        ),
+        (
+            "exports",
+            named(doc! { "status": 1, "lease.expiresAtMs": 1 }, "status_lease"),
+        ),
+        (
+            "exports",
+            IndexModel::builder()
+                .keys(doc! { "activeKey": 1 })
+                .options(
+                    IndexOptions::builder()
+                        .name("active_key_unique".to_string())
+                        .unique(true)
+                        // Sparse, not partial: the key exists only while an
+                        // export is PENDING/TRIGGERED, so uniqueness holds
+                        // exactly for active exports.
+                        .sparse(true)
+                        .build(),
+                )
+                .build(),
+        ),
+        (
+            "exports",
+            named(
+                doc! { "campaignId": 1, "date.created": -1 },
+                "campaign_created",
+            ),
+        ),
+    ];
+    if scope == IndexScope::All {
+        v.extend([
+            (
+                "entries",
+                named(
+                    doc! { "_id.campaign_id": 1, "fields.market": 1 },
+                    "campaign_market",
+                ),
+            ),
+            ("entries", named(doc! { "_id.user_id": 1 }, "user")),
+            (
+                "scoring",
+                named(doc! { "campaignId": 1, "selected": 1 }, "campaign_selected"),
+            ),
+            ("codes", named(doc! { "campaignId": 1 }, "campaign")),
+            (
+                "codes",
+                named(doc! { "campaignId": 1, "waveDateKey": 1 }, "campaign_wave"),
+            ),
+            ("markets", named(doc! { "campaignId": 1 }, "campaign")),
+        ]);
+    }
+    v
+}
+
+/// The forms an id may be stored in: the string, and the ObjectId when the
+/// string is one.
+pub fn id_forms(id: &str) -> Vec<Bson> {
+    let mut v = vec![Bson::String(id.to_string())];
+    if let Ok(oid) = ObjectId::parse_str(id) {
+        v.push(Bson::ObjectId(oid));
+    }
+    v
+}
+
+/// An id as a string, whatever BSON type it was stored as.
+pub fn id_string(b: Option<&Bson>) -> String {
+    match b {
+        Some(Bson::String(s)) => s.clone(),
+        Some(Bson::ObjectId(o)) => o.to_hex(),
+        Some(Bson::Int32(i)) => i.to_string(),
+        Some(Bson::Int64(i)) => i.to_string(),
+        Some(other) => other.to_string(),
+        None => String::new(),
+    }
+}
+
+fn str_at<'a>(d: &'a Document, path: &[&str]) -> Option<&'a str> {
+    let (last, parents) = path.split_last()?;
+    let mut cur = d;
+    for p in parents {
+        cur = cur.get_document(p).ok()?;
+    }
+    cur.get_str(last).ok()
+}
+
+/// A per-campaign extra question; entries carry one value per `id`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preference {
+    pub id: String,
+    pub kind: String,
+}
+
+/// The campaign fields the exports use.
+#[derive(Debug, Clone, Default)]
+pub struct Campaign {
+    /// The id as given in the URL (either stored form matches it).
+    pub id: String,
+    pub name: String,
+    pub preferences: Vec<Preference>,
+    pub is_lnaa: bool,
+    pub artist_name: String,
+    pub tour_name: String,
+    pub fan_club_name: String,
+    pub theme_primary: String,
+    pub promoters: Vec<String>,
+}
+
+impl Campaign {
+    pub fn from_doc(id: &str, d: &Document) -> Self {
+        let preferences = d
+            .get_array("preferences")
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| p.as_document())
+                    .map(|p| Preference {
+                        id: id_string(p.get("id")),
+                        kind: p.get_str("type").unwrap_or_default().to_string(),
+                    })
+                    .filter(|p| !p.id.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let promoters = d
+            .get_array("promoters")
+            .map(|a| a.iter().map(|p| id_string(Some(p))).collect())
+            .unwrap_or_default();
+        Self {
+            id: id.to_string(),
+            name: d.get_str("name").unwrap_or_default().to_string(),
+            preferences,
+            is_lnaa: d
+                .get_document("options")
+                .ok()
+                .and_then(|o| o.get_bool("isLNAA").ok())
+                .unwrap_or(false),
+            artist_name: str_at(d, &["artist", "name"]).unwrap_or_default().into(),
+            tour_name: str_at(d, &["tour", "name"]).unwrap_or_default().into(),
+            fan_club_name: d.get_str("fanClubName").unwrap_or_default().into(),
+            theme_primary: str_at(d, &["style", "theme", "primary"])
+                .unwrap_or_default()
+                .into(),
+            promoters,
+        }
+    }
+}
+
+/// The market fields the exports use.
+#[derive(Debug, Clone, Default)]
+pub struct Market {
+    pub id: String,
+    pub name: String,
+    pub city: String,
+    pub state: String,
+    pub country_code: String,
+    pub event_date: Option<DateTime>,
+    pub event_ids: Vec<String>,
+    pub venue_name: String,
+    pub link: String,
+}
+
+impl Market {
+    pub fn from_doc(d: &Document) -> Self {
+        let event = d.get_document("event").ok();
+        let event_date = event.and_then(|e| match e.get("date") {
+            Some(Bson::DateTime(dt)) => Some(*dt),
+            Some(Bson::String(s)) => DateTime::parse_rfc3339_str(s).ok(),
+            _ => None,
+        });
+        let event_ids = event
+            .and_then(|e| e.get_array("ids").ok())
+            .map(|a| a.iter().map(|b| id_string(Some(b))).collect())
+            .unwrap_or_default();
+        Self {
+            id: id_string(d.get("_id")),
+            name: d.get_str("name").unwrap_or_default().into(),
+            city: d.get_str("city").unwrap_or_default().into(),
+            state: d.get_str("state").unwrap_or_default().into(),
+            country_code: d.get_str("countryCode").unwrap_or_default().into(),
+            event_date,
+            event_ids,
+            venue_name: event
+                .and_then(|e| e.get_document("venue").ok())
+                .and_then(|v| v.get_str("name").ok())
+                .unwrap_or_default()
+                .into(),
+            link: event
+                .and_then(|e| e.get_str("link").ok())
+                .unwrap_or_default()
+                .into(),
+        }
+    }
+}
