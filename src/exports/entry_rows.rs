@@ -189,7 +189,9 @@ async fn join_users(
         let mut cur = store
             .raw("users")
             .find(doc! { "_id": { "$in": ids } })
-            .projection(doc! { "integrations.ticketmaster": 1 })
+            // Top-level projection: a dotted one is right on MongoDB too, but
+            // the nx-27017 stand-in returns it as one flattened key.
+            .projection(doc! { "integrations": 1 })
             .batch_size(BATCH as u32)
             .await?;
         while let Some(u) = cur.try_next().await? {
