@@ -127,26 +127,30 @@ pub fn unique(prefix: &str) -> String {
 /// Settings as the binary would parse them, for this test's db and buckets.
 pub fn settings(db: &str, buckets: &Buckets, extra: &[(&str, &str)]) -> Settings {
     let s = standins();
-    let mut args: Vec<String> = vec!["vf-export".into(), "serve".into()];
-    let mut push = |k: &str, v: &str| {
-        args.push(format!("--{k}"));
-        args.push(v.to_string());
-    };
-    push("port", "0");
-    push("mongodb-uri", &s.mongodb_uri);
-    push("mongodb-db", db);
-    push("jwt-secret", SECRET);
-    push("exports-bucket", &buckets.exports);
-    push("scoring-bucket", &buckets.scoring);
-    push("vf-scoring-bucket", &buckets.vf_scoring);
-    push("poll-interval-ms", "100");
-    push("dev-routes", "true");
+    let mut opts: Vec<(String, String)> = vec![
+        ("port".into(), "0".into()),
+        ("mongodb-uri".into(), s.mongodb_uri.clone()),
+        ("mongodb-db".into(), db.into()),
+        ("jwt-secret".into(), SECRET.into()),
+        ("exports-bucket".into(), buckets.exports.clone()),
+        ("scoring-bucket".into(), buckets.scoring.clone()),
+        ("vf-scoring-bucket".into(), buckets.vf_scoring.clone()),
+        ("poll-interval-ms".into(), "100".into()),
+        ("dev-routes".into(), "true".into()),
+    ];
     if let Some(ep) = &s.aws_endpoint {
-        push("aws-endpoint-url", ep);
-        push("s3-force-path-style", "true");
+        opts.push(("aws-endpoint-url".into(), ep.clone()));
+        opts.push(("s3-force-path-style".into(), "true".into()));
     }
+    // Later values replace defaults of the same name.
     for (k, v) in extra {
-        push(k, v);
+        opts.retain(|(name, _)| name != k);
+        opts.push((k.to_string(), v.to_string()));
+    }
+    let mut args: Vec<String> = vec!["vf-export".into(), "serve".into()];
+    for (k, v) in opts {
+        args.push(format!("--{k}"));
+        args.push(v);
     }
     match Cli::try_parse_from(args)
         .expect("test settings parse")
@@ -368,4 +372,52 @@ pub async fn insert(db: &mongodb::Database, coll: &str, docs: Vec<Document>) {
 
 pub fn campaign_doc(id: &str, name: &str) -> Document {
     doc! { "_id": id, "name": name, "preferences": [], "promoters": [] }
+}
+
+/// An HTTP proxy in front of the S3 endpoint that fails every request whose
+/// query matches `fail_when` with a 500 (after the SDK's retries, the
+/// upload fails). Everything else is forwarded unchanged.
+pub async fn fault_proxy(upstream: String, fail_when: &'static str) -> String {
+    use axum::body::Bytes;
+    use axum::http::{HeaderMap, Method, StatusCode, Uri};
+    use axum::response::IntoResponse;
+    let client = reqwest::Client::new();
+    let handler = move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+        let (client, upstream) = (client.clone(), upstream.clone());
+        async move {
+            let pq = uri
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/")
+                .to_string();
+            if pq.contains(fail_when) {
+                return (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "<Error><Code>InternalError</Code><Message>injected</Message></Error>",
+                )
+                    .into_response();
+            }
+            let mut req = client.request(method, format!("{upstream}{pq}")).body(body);
+            for (k, v) in headers.iter() {
+                if k != "host" && k != "content-length" {
+                    req = req.header(k, v);
+                }
+            }
+            let res = req.send().await.unwrap();
+            let status = res.status();
+            let mut out = HeaderMap::new();
+            for (k, v) in res.headers() {
+                if k != "content-length" && k != "transfer-encoding" {
+                    out.insert(k, v.clone());
+                }
+            }
+            let body = res.bytes().await.unwrap();
+            (status, out, body).into_response()
+        }
+    };
+    let app = axum::Router::new().fallback(handler);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://127.0.0.1:{port}")
 }
