@@ -8,6 +8,8 @@
 //! kills it, by PID, when our end of its stdin closes.
 #![allow(dead_code)]
 
+pub mod procs;
+
 use clap::Parser;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
