@@ -178,22 +178,50 @@ pub fn index_models(scope: IndexScope) -> Vec<(&'static str, IndexModel)> {
     ];
     if scope == IndexScope::All {
         v.extend([
+            // The entry family reads a market at a time in user order. A
+            // new name: MongoDB refuses new keys under an existing name.
             (
                 "entries",
                 named(
-                    doc! { "_id.campaign_id": 1, "fields.market": 1 },
-                    "campaign_market",
+                    doc! { "_id.campaign_id": 1, "fields.market": 1, "_id.user_id": 1 },
+                    "campaign_market_user",
+                ),
+            ),
+            // fanlist (user order across markets) and the joins by user.
+            (
+                "entries",
+                named(
+                    doc! { "_id.campaign_id": 1, "_id.user_id": 1 },
+                    "campaign_user",
                 ),
             ),
             ("entries", named(doc! { "_id.user_id": 1 }, "user")),
+            // The scoring family's filter and sort; its prefix is the
+            // spec's {campaignId, selected}, which it replaces.
             (
                 "scoring",
-                named(doc! { "campaignId": 1, "selected": 1 }, "campaign_selected"),
+                named(
+                    doc! { "campaignId": 1, "selected": 1, "locale": 1, "userId": 1 },
+                    "campaign_selected_locale_user",
+                ),
             ),
-            ("codes", named(doc! { "campaignId": 1 }, "campaign")),
+            // codeWaves joins codes to scoring by assignee.
+            (
+                "scoring",
+                named(doc! { "campaignId": 1, "userId": 1 }, "campaign_user"),
+            ),
+            // Codes in code order; they replace the spec's {campaignId} and
+            // {campaignId, waveDateKey}, their prefixes.
             (
                 "codes",
-                named(doc! { "campaignId": 1, "waveDateKey": 1 }, "campaign_wave"),
+                named(doc! { "campaignId": 1, "code": 1 }, "campaign_code"),
+            ),
+            (
+                "codes",
+                named(
+                    doc! { "campaignId": 1, "waveDateKey": 1, "code": 1 },
+                    "campaign_wave_code",
+                ),
             ),
             ("markets", named(doc! { "campaignId": 1 }, "campaign")),
         ]);

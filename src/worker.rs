@@ -12,11 +12,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::encode::{maybe_gzip, CsvOut};
-use crate::exports::{ExportError, KeyParts, Params, Registry, Source};
+use crate::exports::{
+    produce, ExportError, Outputs, Params, Progress, Registry, S3Outputs, Source,
+};
 use crate::queue::{ExportRecord, Queue, Status};
 use crate::shutdown::Shutdown;
-use crate::sink::{ObjectSpec, Sinks};
+use crate::sink::{BoxRead, BoxWrite, DestKind, ObjectSpec, Sinks, Upload, Uploaded};
 use crate::store::Store;
 use crate::telemetry::Metrics;
 
@@ -29,6 +30,8 @@ pub struct WorkerSettings {
     pub max_attempts: u32,
     pub export_timeout: Duration,
     pub drain_timeout: Duration,
+    /// Rows per CSV segment inside a ZIP.
+    pub max_rows_per_file: u64,
 }
 
 impl WorkerSettings {
@@ -40,6 +43,7 @@ impl WorkerSettings {
             max_attempts: c.max_attempts,
             export_timeout: c.export_timeout,
             drain_timeout: c.drain_timeout,
+            max_rows_per_file: c.max_rows_per_file,
         }
     }
 
@@ -249,51 +253,38 @@ impl Worker {
             include_all_markets: rec.include_all_markets,
             gzip: rec.gzip(),
         };
+        let created = chrono::DateTime::from_timestamp_millis(rec.created().timestamp_millis())
+            .unwrap_or_default();
         let src = Source {
             store: self.store.clone(),
             campaign,
             markets,
             params,
             export_id: rec.id.to_hex(),
+            created,
+            max_rows_per_file: self.settings.max_rows_per_file,
+            sinks: self.sinks.clone(),
         };
         let expected = ty.expected_rows(&src).await?;
         if !self.queue.set_expected_rows(id, owner, expected).await? {
             return Err(ExportError::LeaseLost);
         }
-        let dest = self.sinks.destination(ty.destination()).await?;
-        let created = chrono::DateTime::from_timestamp_millis(rec.created().timestamp_millis())
-            .unwrap_or_default();
-        let key = ty.key(&KeyParts {
-            campaign_id: &rec.campaign_id,
-            campaign_name: &src.campaign.name,
-            export_id: &src.export_id,
-            created,
-            date_key: rec.date_key.as_deref(),
-            gzip: src.params.gzip,
-        });
-        let fmt = ty.format();
-        let spec = ObjectSpec {
-            key: key.clone(),
-            content_type: fmt.content_type(src.params.gzip),
-        };
-        let (w, upload) = self.sinks.open_s3(&dest, &spec).await?;
-        if !self.queue.record_upload(id, owner, upload.info()).await? {
-            upload.abort().await;
-            return Err(ExportError::LeaseLost);
-        }
-        let out = CsvOut::new(maybe_gzip(w, src.params.gzip), fmt.delimiter);
+        // An unconfigured destination fails before any work.
+        self.sinks.destination(ty.destination()).await?;
 
         // Lease renewal and progress, beside the export.
-        let (rows, bytes) = (out.row_counter(), upload.byte_counter());
+        let progress = Progress::default();
         let lost = CancellationToken::new();
         let hb = {
             let (queue, owner, lost) = (self.queue.clone(), self.owner.clone(), lost.clone());
-            let (rows, bytes, every) =
-                (rows.clone(), bytes.clone(), self.settings.heartbeat_every());
+            let (p, every) = (progress.clone(), self.settings.heartbeat_every());
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(every).await;
-                    let (r, b) = (rows.load(Ordering::Relaxed), bytes.load(Ordering::Relaxed));
+                    let (r, b) = (
+                        p.rows.load(Ordering::Relaxed),
+                        p.bytes.load(Ordering::Relaxed),
+                    );
                     match queue.heartbeat(id, &owner, lease, r, b).await {
                         Ok(true) => {}
                         Ok(false) => {
@@ -307,48 +298,96 @@ impl Worker {
                 }
             })
         };
-        let src = &src;
-        let work = async move {
-            let mut out = out;
-            ty.write(src, &mut out).await?;
-            Ok::<u64, ExportError>(out.finish().await?)
+        let outputs = QueuedOutputs {
+            s3: S3Outputs {
+                sinks: self.sinks.clone(),
+            },
+            queue: &self.queue,
+            id,
+            owner,
+            lease,
+            progress: &progress,
+            lost: &lost,
+            shutdown,
         };
-        let result = tokio::select! {
-            r = work => r,
-            _ = lost.cancelled() => Err(ExportError::LeaseLost),
-            _ = shutdown.handing_back() => Err(ExportError::Drained),
-        };
+        let result = produce(ty.as_ref(), &src, &outputs, &progress).await;
         hb.abort();
-        let count = match result {
-            Ok(n) => n,
-            Err(e) => {
-                // The sink's own failure is the cause when the encoder only
-                // saw a closed pipe.
-                let cause = upload.abort().await;
-                return Err(match (e, cause) {
-                    (e @ (ExportError::LeaseLost | ExportError::Drained), _) => e,
-                    (_, Some(sink)) => sink.into(),
-                    (e, None) => e,
-                });
-            }
-        };
-        // Last check before publishing: still ours?
-        let b = bytes.load(Ordering::Relaxed);
-        if !self.queue.heartbeat(id, owner, lease, count, b).await? {
-            upload.abort().await;
-            return Err(ExportError::LeaseLost);
-        }
-        let done = upload.commit().await?;
+        let done = result?;
         if !self
             .queue
-            .finish(id, owner, Bson::String(key), count, done.bytes, None)
+            .finish(id, owner, done.key, done.rows, done.bytes, done.meta)
             .await?
         {
             return Err(ExportError::LeaseLost);
         }
         Ok(Done {
-            rows: count,
+            rows: done.rows,
             bytes: done.bytes,
         })
+    }
+}
+
+/// The worker's outputs: S3, with every upload recorded on the export (a
+/// reclaiming worker aborts it), the lease checked before each commit, and
+/// the run stopped when the lease is lost or the process hands work back.
+struct QueuedOutputs<'a> {
+    s3: S3Outputs,
+    queue: &'a Queue,
+    id: mongodb::bson::oid::ObjectId,
+    owner: &'a str,
+    lease: Duration,
+    progress: &'a Progress,
+    lost: &'a CancellationToken,
+    shutdown: &'a Shutdown,
+}
+
+#[async_trait::async_trait]
+impl Outputs for QueuedOutputs<'_> {
+    async fn open(
+        &self,
+        dest: DestKind,
+        spec: &ObjectSpec,
+    ) -> Result<(BoxWrite, Upload), ExportError> {
+        let (w, upload) = self.s3.open(dest, spec).await?;
+        if !self
+            .queue
+            .record_upload(self.id, self.owner, upload.info())
+            .await?
+        {
+            upload.abort().await;
+            return Err(ExportError::LeaseLost);
+        }
+        Ok((w, upload))
+    }
+    async fn before_commit(&self) -> Result<(), ExportError> {
+        let p = self.progress;
+        let (r, b) = (
+            p.rows.load(Ordering::Relaxed),
+            p.bytes.load(Ordering::Relaxed),
+        );
+        if self
+            .queue
+            .heartbeat(self.id, self.owner, self.lease, r, b)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(ExportError::LeaseLost)
+        }
+    }
+    async fn stopped(&self) -> ExportError {
+        tokio::select! {
+            _ = self.lost.cancelled() => ExportError::LeaseLost,
+            _ = self.shutdown.handing_back() => ExportError::Drained,
+        }
+    }
+    async fn read(&self, obj: &Uploaded) -> Result<BoxRead, ExportError> {
+        self.s3.read(obj).await
+    }
+    async fn delete(&self, obj: &Uploaded) -> Result<(), ExportError> {
+        self.s3.delete(obj).await
+    }
+    fn configured(&self, dest: DestKind) -> bool {
+        self.s3.configured(dest)
     }
 }

@@ -63,6 +63,12 @@ impl CsvOut {
     /// `delimiter`: b',' or b'\t'. Lines end with `\n`; fields are quoted
     /// only when needed.
     pub fn new(w: BoxWrite, delimiter: u8) -> Self {
+        Self::with_progress(w, delimiter, Arc::new(AtomicU64::new(0)))
+    }
+
+    /// As [`CsvOut::new`], adding each row to a shared counter: the several
+    /// files of one export (ZIP entries, objects) report one total.
+    pub fn with_progress(w: BoxWrite, delimiter: u8, progress: Arc<AtomicU64>) -> Self {
         let w = AsyncWriterBuilder::new()
             .delimiter(delimiter)
             .terminator(Terminator::Any(b'\n'))
@@ -73,7 +79,7 @@ impl CsvOut {
             w,
             rec: ByteRecord::new(),
             rows: 0,
-            progress: Arc::new(AtomicU64::new(0)),
+            progress,
         }
     }
 
@@ -109,7 +115,7 @@ impl CsvOut {
         }
         self.w.write_byte_record(&self.rec).await?;
         self.rows += 1;
-        self.progress.store(self.rows, Ordering::Relaxed);
+        self.progress.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 

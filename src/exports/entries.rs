@@ -28,6 +28,9 @@ impl ExportType for Entries {
     fn needs_markets(&self) -> bool {
         true
     }
+    fn columns(&self) -> Vec<&'static str> {
+        ENTRY_COLUMNS.to_vec()
+    }
 
     async fn expected_rows(&self, src: &Source) -> Result<Option<u64>, ExportError> {
         Ok(Some(count_entries(src, doc! {}).await?))

@@ -51,6 +51,16 @@ pub struct MarketView {
 }
 
 impl MarketView {
+    /// The cells of an entry whose market is not one of the campaign's.
+    pub fn unknown() -> Self {
+        Self {
+            id: String::new(),
+            name: String::new(),
+            select_show: String::new(),
+            event_ids: String::new(),
+        }
+    }
+
     pub fn new(m: &Market) -> Self {
         Self {
             id: m.id.clone(),
@@ -92,6 +102,10 @@ impl Markets {
     }
     pub fn get(&self, id: &str) -> Option<&MarketView> {
         self.by_id.get(id).map(|&i| &self.views[i])
+    }
+    /// Index of the market in the campaign's list.
+    pub fn index(&self, id: &str) -> Option<usize> {
+        self.by_id.get(id).copied()
     }
 }
 
@@ -179,11 +193,26 @@ impl<'s> EntryReader<'s> {
 
 /// One `users` lookup for a batch of entries. A free function: the reader
 /// holds a cursor, which is not `Sync`, so no `&self` across an await.
-async fn join_users(
+pub async fn join_users(
     store: &Store,
     entries: Vec<RawDocumentBuf>,
 ) -> Result<Vec<Joined>, StoreError> {
     let ids: Vec<ObjectId> = entries.iter().filter_map(|e| user_oid(e)).collect();
+    let mut users = users_by_id(store, ids).await?;
+    Ok(entries
+        .into_iter()
+        .map(|entry| {
+            let user = user_oid(&entry).and_then(|o| users.remove(&o));
+            Joined { entry, user }
+        })
+        .collect())
+}
+
+/// One `users` query for a batch of ids (the `_id` index).
+pub async fn users_by_id(
+    store: &Store,
+    ids: Vec<ObjectId>,
+) -> Result<HashMap<ObjectId, RawDocumentBuf>, StoreError> {
     let mut users: HashMap<ObjectId, RawDocumentBuf> = HashMap::with_capacity(ids.len());
     if !ids.is_empty() {
         let mut cur = store
@@ -200,21 +229,64 @@ async fn join_users(
             }
         }
     }
-    Ok(entries
-        .into_iter()
-        .map(|entry| {
-            let user = user_oid(&entry).and_then(|o| users.remove(&o));
-            Joined { entry, user }
-        })
-        .collect())
+    Ok(users)
 }
 
 /// The entry's user id as an ObjectId (stored as a string or an ObjectId).
-fn user_oid(entry: &RawDocument) -> Option<ObjectId> {
-    match get(entry, &["_id", "user_id"])? {
+pub fn user_oid(entry: &RawDocument) -> Option<ObjectId> {
+    oid_of(get(entry, &["_id", "user_id"])?)
+}
+
+/// A user id value as an ObjectId (stored as a string or an ObjectId).
+pub fn oid_of(v: RawBsonRef<'_>) -> Option<ObjectId> {
+    match v {
         RawBsonRef::ObjectId(o) => Some(o),
         RawBsonRef::String(s) => ObjectId::parse_str(s).ok(),
         _ => None,
+    }
+}
+
+/// The person fields of an entry row, for types that read them without a
+/// market (entry absent → the user's values only).
+pub struct Person<'a> {
+    pub entry: Option<&'a RawDocument>,
+    pub user: Option<&'a RawDocument>,
+}
+
+impl<'a> Person<'a> {
+    fn entry_text(&self, path: &[&str]) -> Cow<'a, str> {
+        self.entry
+            .map(|e| text_at(e, path))
+            .unwrap_or(Cow::Borrowed(""))
+    }
+    /// Entry `fields.email`, else the user's ticketmaster email.
+    pub fn email(&self) -> Cow<'a, str> {
+        or_else(self.entry_text(&["fields", "email"]), || {
+            tm(self.user, &["email"])
+        })
+    }
+    /// The user's ticketmaster first name, else the entry's.
+    pub fn first_name(&self) -> Cow<'a, str> {
+        or_else(tm(self.user, &["name", "first"]), || {
+            self.entry_text(&["fields", "first_name"])
+        })
+    }
+    pub fn last_name(&self) -> Cow<'a, str> {
+        or_else(tm(self.user, &["name", "last"]), || {
+            self.entry_text(&["fields", "last_name"])
+        })
+    }
+    /// Entry `fields.phone`, else the user's ticketmaster phone.
+    pub fn phone(&self) -> Cow<'a, str> {
+        or_else(self.entry_text(&["fields", "phone"]), || {
+            tm(self.user, &["phone"])
+        })
+    }
+    /// Entry `origin.ip.postalCode`, else the user's ticketmaster one.
+    pub fn zip(&self) -> Cow<'a, str> {
+        or_else(self.entry_text(&["origin", "ip", "postalCode"]), || {
+            tm(self.user, &["postalCode"])
+        })
     }
 }
 
@@ -229,6 +301,15 @@ fn tm<'a>(user: Option<&'a RawDocument>, field: &[&str]) -> Cow<'a, str> {
     text_at(u, &path)
 }
 
+/// Column indexes of the entry row used by the narrower types.
+pub const ENTRY_DATE: usize = 2;
+pub const EMAIL: usize = 6;
+pub const FIRST_NAME: usize = 7;
+pub const LAST_NAME: usize = 8;
+pub const ZIP_CODE: usize = 9;
+pub const MOBILE_PHONE: usize = 10;
+pub const LOCALE: usize = 14;
+
 /// The 17 entry-row cells (spec: exports.md "Entry row").
 pub fn entry_cells<'a>(
     campaign: &'a Campaign,
@@ -236,6 +317,10 @@ pub fn entry_cells<'a>(
     entry: &'a RawDocument,
     user: Option<&'a RawDocument>,
 ) -> [Cow<'a, str>; 17] {
+    let p = Person {
+        entry: Some(entry),
+        user,
+    };
     [
         text_at(entry, &["_id", "user_id"]),
         Cow::Borrowed(campaign.name.as_str()),
@@ -243,21 +328,11 @@ pub fn entry_cells<'a>(
         tm(user, &["id"]),
         tm(user, &["globalUserId"]),
         text_at(entry, &["origin", "ip", "address"]),
-        or_else(text_at(entry, &["fields", "email"]), || {
-            tm(user, &["email"])
-        }),
-        or_else(tm(user, &["name", "first"]), || {
-            text_at(entry, &["fields", "first_name"])
-        }),
-        or_else(tm(user, &["name", "last"]), || {
-            text_at(entry, &["fields", "last_name"])
-        }),
-        or_else(text_at(entry, &["origin", "ip", "postalCode"]), || {
-            tm(user, &["postalCode"])
-        }),
-        or_else(text_at(entry, &["fields", "phone"]), || {
-            tm(user, &["phone"])
-        }),
+        p.email(),
+        p.first_name(),
+        p.last_name(),
+        p.zip(),
+        p.phone(),
         tm(user, &["member_id"]),
         Cow::Borrowed(market.select_show.as_str()),
         Cow::Borrowed(market.event_ids.as_str()),
@@ -285,4 +360,68 @@ pub fn additional_markets(entry: &RawDocument) -> Vec<Cow<'_, str>> {
         Some(RawBsonRef::Array(a)) => a.into_iter().flatten().map(|v| text(Some(v))).collect(),
         _ => Vec::new(),
     }
+}
+
+/// The opt-in lists' header (*ours*): `artistOptIn`, `livenationOptIn`,
+/// each file of `promoterEmailOptIn`.
+pub const OPT_IN_COLUMNS: [&str; 7] = [
+    "email",
+    "first_name",
+    "last_name",
+    "Zip Code",
+    "locale",
+    "Select Show",
+    "entry_date",
+];
+
+/// `artistSmsOptIn`: the phone instead of the email.
+pub const SMS_OPT_IN_COLUMNS: [&str; 7] = [
+    "Mobile Phone",
+    "first_name",
+    "last_name",
+    "Zip Code",
+    "locale",
+    "Select Show",
+    "entry_date",
+];
+
+/// Header plus one row per entry matching `extra`, market by market. With
+/// `sms`, the first column is the phone and entries without one are left
+/// out (the phone may come from the user, so this is checked after the
+/// join).
+pub async fn write_opt_ins(
+    src: &Source,
+    extra: Document,
+    out: &mut crate::encode::CsvOut,
+    sms: bool,
+) -> Result<(), super::ExportError> {
+    out.header(if sms {
+        &SMS_OPT_IN_COLUMNS
+    } else {
+        &OPT_IN_COLUMNS
+    })
+    .await?;
+    let markets = Markets::new(&src.markets);
+    let mut reader = EntryReader::new(src, extra);
+    while let Some(batch) = reader.next_batch().await? {
+        let market = &markets.views[batch.market];
+        for j in &batch.items {
+            let c = entry_cells(&src.campaign, market, &j.entry, j.user.as_deref());
+            let first = if sms { MOBILE_PHONE } else { EMAIL };
+            if sms && c[first].is_empty() {
+                continue;
+            }
+            out.row(&[
+                &c[first],
+                &c[FIRST_NAME],
+                &c[LAST_NAME],
+                &c[ZIP_CODE],
+                &c[LOCALE],
+                &c[SELECT_SHOW],
+                &c[ENTRY_DATE],
+            ])
+            .await?;
+        }
+    }
+    Ok(())
 }

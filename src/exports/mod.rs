@@ -4,9 +4,28 @@
 //! A type says what it reads and how a row looks; the worker owns the
 //! queue, the sink and the encoder, so no type touches S3 or leases.
 
+mod artist_opt_in;
+mod artist_sms_opt_in;
+mod auto_reminder_email;
+mod code_assignments;
+mod code_waves;
+mod codes;
 mod entries;
 pub mod entry_rows;
+mod fanlist;
+mod livenation_opt_in;
+pub mod output;
+mod promoter_email_opt_in;
 pub mod raw;
+mod reminder_email;
+mod reminder_email_sample;
+mod scoring;
+pub mod scoring_rows;
+pub mod sfmc;
+mod verified_entries;
+mod waitlist;
+
+pub use output::{produce, Files, Outputs, Produced, Progress, S3Outputs};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,7 +35,7 @@ use mongodb::bson::Bson;
 
 use crate::encode::CsvOut;
 use crate::error::{ApiError, Code};
-use crate::sink::{DestKind, SinkError};
+use crate::sink::{DestKind, SinkError, Sinks};
 use crate::store::{Campaign, Market, Store, StoreError};
 
 /// How a type's output is laid out.
@@ -41,6 +60,11 @@ impl FileFormat {
         ext: "csv",
         delimiter: b',',
     };
+    /// A ZIP of comma-separated CSV entries.
+    pub const ZIP: FileFormat = FileFormat {
+        ext: "zip",
+        delimiter: b',',
+    };
 
     pub fn content_type(&self, gzip: bool) -> &'static str {
         if gzip {
@@ -49,6 +73,7 @@ impl FileFormat {
         match self.ext {
             "tsv" => "text/tab-separated-values; charset=utf-8",
             "txt" => "text/plain; charset=utf-8",
+            "zip" => "application/zip",
             _ => "text/csv; charset=utf-8",
         }
     }
@@ -71,6 +96,36 @@ pub struct Source {
     pub markets: Vec<Market>,
     pub params: Params,
     pub export_id: String,
+    /// When the export was requested: key timestamps (stable across attempts).
+    pub created: chrono::DateTime<chrono::Utc>,
+    /// Rows per CSV segment in a ZIP (`MAX_ROWS_PER_FILE`).
+    pub max_rows_per_file: u64,
+    /// S3 access for inputs (the `waitlist` wave files).
+    pub sinks: Sinks,
+}
+
+impl Source {
+    pub fn key_parts(&self) -> KeyParts<'_> {
+        KeyParts {
+            campaign_id: &self.campaign.id,
+            campaign_name: &self.campaign.name,
+            export_id: &self.export_id,
+            created: self.created,
+            date_key: self.params.date_key.as_deref(),
+            gzip: self.params.gzip,
+        }
+    }
+}
+
+/// How a type's output is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// One CSV object, written by [`ExportType::write`].
+    Csv,
+    /// One ZIP object; [`ExportType::write_files`] names its CSV entries.
+    Zip,
+    /// Several CSV objects; [`ExportType::write_files`] names their keys.
+    Objects,
 }
 
 /// Why an export failed. `retryable` failures hand the export back to the
@@ -139,6 +194,23 @@ pub trait ExportType: Send + Sync + 'static {
     fn key(&self, k: &KeyParts<'_>) -> String {
         default_key(k, self.name(), self.format().ext)
     }
+    /// Single CSV, ZIP or several objects.
+    fn shape(&self) -> Shape {
+        Shape::Csv
+    }
+    /// May the request ask for `"compression": "gzip"`? Single-file CSV
+    /// types only: a ZIP is already compressed and partner objects have
+    /// fixed names.
+    fn supports_gzip(&self) -> bool {
+        self.shape() == Shape::Csv
+    }
+    /// Copy the finished object into TMOL_BUCKET when it is configured.
+    fn publish_to_tmol(&self) -> bool {
+        false
+    }
+    /// The header of each file (for `entries`: before the per-campaign
+    /// preference columns). The docs table is checked against this.
+    fn columns(&self) -> Vec<&'static str>;
     /// Type-specific checks at POST time (after the campaign is found).
     async fn validate(
         &self,
@@ -151,8 +223,47 @@ pub trait ExportType: Send + Sync + 'static {
     /// The preliminary count (`progress.expectedRows`); `None` where the
     /// type disables it.
     async fn expected_rows(&self, src: &Source) -> Result<Option<u64>, ExportError>;
-    /// Stream the rows into `out` (header included).
-    async fn write(&self, src: &Source, out: &mut CsvOut) -> Result<(), ExportError>;
+    /// [`Shape::Csv`]: stream the rows into `out` (header included).
+    async fn write(&self, _src: &Source, _out: &mut CsvOut) -> Result<(), ExportError> {
+        Err(wrong_shape(self.name()))
+    }
+    /// [`Shape::Zip`] and [`Shape::Objects`]: open each file in turn with
+    /// [`Files::next`] and stream its rows (header included).
+    async fn write_files(&self, _src: &Source, _files: &mut dyn Files) -> Result<(), ExportError> {
+        Err(wrong_shape(self.name()))
+    }
+}
+
+fn wrong_shape(name: &str) -> ExportError {
+    ExportError::Data {
+        message: format!("export type {name} does not write this shape"),
+        payload: None,
+    }
+}
+
+/// The configuration name of a destination (docs and error messages).
+pub fn destination_name(kind: DestKind) -> &'static str {
+    match kind {
+        DestKind::Exports => "EXPORTS_BUCKET",
+        DestKind::Scoring => "SCORING_BUCKET",
+        DestKind::VfScoring => "VF_SCORING_BUCKET",
+        DestKind::Sfmc => "SFMC_BUCKET",
+        DestKind::Tmol => "TMOL_BUCKET",
+    }
+}
+
+/// A file or ZIP-entry name part from free text: path separators and
+/// control characters become `-` so a name cannot add folders.
+pub fn file_part(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c == '/' || c == '\\' || c.is_control() {
+                '-'
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 /// What a key is made of.
@@ -217,7 +328,23 @@ pub struct Registry {
 
 impl Registry {
     pub fn new() -> Self {
-        let all: Vec<Arc<dyn ExportType>> = vec![Arc::new(entries::Entries)];
+        let all: Vec<Arc<dyn ExportType>> = vec![
+            Arc::new(entries::Entries),
+            Arc::new(codes::Codes),
+            Arc::new(code_assignments::CodeAssignments),
+            Arc::new(artist_opt_in::ArtistOptIn),
+            Arc::new(artist_sms_opt_in::ArtistSmsOptIn),
+            Arc::new(livenation_opt_in::LivenationOptIn),
+            Arc::new(promoter_email_opt_in::PromoterEmailOptIn),
+            Arc::new(fanlist::Fanlist),
+            Arc::new(waitlist::Waitlist),
+            Arc::new(reminder_email::ReminderEmail),
+            Arc::new(reminder_email_sample::ReminderEmailSample),
+            Arc::new(scoring::Scoring),
+            Arc::new(verified_entries::VerifiedEntries),
+            Arc::new(code_waves::CodeWaves),
+            Arc::new(auto_reminder_email::AutoReminderEmail),
+        ];
         Self {
             types: Arc::new(all.into_iter().map(|t| (t.name(), t)).collect()),
         }
@@ -225,6 +352,11 @@ impl Registry {
 
     pub fn get(&self, name: &str) -> Option<Arc<dyn ExportType>> {
         self.types.get(name).cloned()
+    }
+
+    /// Every type, by name.
+    pub fn all(&self) -> Vec<Arc<dyn ExportType>> {
+        self.types.values().cloned().collect()
     }
 
     /// Valid `exportType` values, sorted.

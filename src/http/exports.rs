@@ -145,6 +145,12 @@ async fn create(
         .registry
         .get(&body.export_type)
         .ok_or_else(ApiError::internal)?;
+    if body.gzip && !ty.supports_gzip() {
+        return Err(ApiError::field(
+            "compression",
+            "gzip is offered for single-file CSV types only",
+        ));
+    }
     let campaign = state.store.campaign(&campaign_id).await?.ok_or_else(|| {
         ApiError::coded(
             StatusCode::NOT_FOUND,

@@ -9,6 +9,9 @@
 
 mod file;
 mod multipart;
+mod objects;
+
+pub use objects::BoxRead;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -1,0 +1,163 @@
+//! `codeWaves`: the campaign's codes with `waveDateKey = dateKey` (index
+//! `{campaignId, waveDateKey, code}`), joined per batch to the assignee's
+//! scoring document (member id, locale, market) and entry/user (phone):
+//! `memberId, code, Mobile Phone, locale, market`. Unassigned codes are
+//! left out (nobody to message, *ours*); market falls back to the code's
+//! `marketId`. `.csv` at `campaigns/{campaignId}/waves/{dateKey}/{exportId}.csv`,
+//! VF_SCORING_BUCKET, `bucket-owner-full-control`. `waitlist` reads these.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use futures::TryStreamExt;
+use mongodb::bson::{doc, oid::ObjectId, Bson, Document, RawDocumentBuf};
+
+use super::codes::codes_filter;
+use super::entry_rows::{users_by_id, Person};
+use super::raw::text_at;
+use super::scoring_rows::{count, entries_by_user, scoring_filter};
+use super::{ExportError, ExportType, FileFormat, KeyParts, Source};
+use crate::encode::CsvOut;
+use crate::sink::DestKind;
+use crate::store::{id_forms, Store, StoreError};
+
+pub struct CodeWaves;
+
+const COLUMNS: [&str; 5] = ["memberId", "code", "Mobile Phone", "locale", "market"];
+const BATCH: usize = 1000;
+
+/// This wave's assigned codes. The key is stored as a string; a numeric
+/// form is matched too.
+fn wave_filter(src: &Source) -> Document {
+    let key = src.params.date_key.clone().unwrap_or_default();
+    let mut forms = vec![Bson::String(key.clone())];
+    if let Ok(n) = key.parse::<i64>() {
+        forms.push(Bson::Int64(n));
+    }
+    codes_filter(
+        &src.campaign.id,
+        doc! {
+            "waveDateKey": { "$in": forms },
+            "assignedTo": { "$exists": true, "$nin": [null, ""] },
+        },
+    )
+}
+
+/// The campaign's scoring documents of these users, by user id text
+/// (index `{campaignId, userId}`).
+async fn scoring_by_user(
+    store: &Store,
+    campaign_id: &str,
+    user_ids: &[String],
+) -> Result<HashMap<String, RawDocumentBuf>, StoreError> {
+    let forms: Vec<Bson> = user_ids.iter().flat_map(|i| id_forms(i)).collect();
+    let mut out = HashMap::with_capacity(user_ids.len());
+    let mut cur = store
+        .raw("scoring")
+        .find(scoring_filter(
+            campaign_id,
+            doc! { "userId": { "$in": forms } },
+        ))
+        .batch_size(BATCH as u32)
+        .await?;
+    while let Some(s) = cur.try_next().await? {
+        out.insert(text_at(&s, &["userId"]).into_owned(), s);
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl ExportType for CodeWaves {
+    fn name(&self) -> &'static str {
+        "codeWaves"
+    }
+    fn format(&self) -> FileFormat {
+        FileFormat::CSV
+    }
+    fn destination(&self) -> DestKind {
+        DestKind::VfScoring
+    }
+    fn key(&self, k: &KeyParts<'_>) -> String {
+        format!(
+            "campaigns/{}/waves/{}/{}.csv{}",
+            k.campaign_id,
+            k.date_key.unwrap_or_default(),
+            k.export_id,
+            if k.gzip { ".gz" } else { "" }
+        )
+    }
+    fn columns(&self) -> Vec<&'static str> {
+        COLUMNS.to_vec()
+    }
+
+    async fn expected_rows(&self, src: &Source) -> Result<Option<u64>, ExportError> {
+        Ok(Some(count(&src.store, "codes", wave_filter(src)).await?))
+    }
+
+    async fn write(&self, src: &Source, out: &mut CsvOut) -> Result<(), ExportError> {
+        out.header(&COLUMNS).await?;
+        let mut cur = src
+            .store
+            .raw("codes")
+            .find(wave_filter(src))
+            .sort(doc! { "code": 1 })
+            .batch_size(BATCH as u32)
+            .await
+            .map_err(StoreError)?;
+        let mut batch: Vec<RawDocumentBuf> = Vec::with_capacity(BATCH);
+        loop {
+            let next = cur.try_next().await.map_err(StoreError)?;
+            let end = next.is_none();
+            if let Some(c) = next {
+                batch.push(c);
+            }
+            if batch.len() < BATCH && !end {
+                continue;
+            }
+            let ids: Vec<String> = batch
+                .iter()
+                .map(|c| text_at(c, &["assignedTo"]).into_owned())
+                .collect();
+            let scoring = scoring_by_user(&src.store, &src.campaign.id, &ids).await?;
+            let entries = entries_by_user(&src.store, &src.campaign.id, &ids).await?;
+            let oids: Vec<ObjectId> = ids
+                .iter()
+                .filter_map(|i| ObjectId::parse_str(i).ok())
+                .collect();
+            let users = users_by_id(&src.store, oids).await?;
+            for (c, id) in batch.iter().zip(&ids) {
+                let s = scoring.get(id);
+                let field =
+                    |name: &str| s.map(|s| text_at(s, &[name])).unwrap_or(Cow::Borrowed(""));
+                let p = Person {
+                    entry: entries.get(id).map(|e| &**e),
+                    user: ObjectId::parse_str(id)
+                        .ok()
+                        .and_then(|o| users.get(&o))
+                        .map(|u| &**u),
+                };
+                let mut locale = field("locale");
+                if locale.is_empty() {
+                    locale = p.entry.map(|e| text_at(e, &["locale"])).unwrap_or_default();
+                }
+                let mut market = field("market");
+                if market.is_empty() {
+                    market = text_at(c, &["marketId"]);
+                }
+                out.row(&[
+                    field("memberId"),
+                    text_at(c, &["code"]),
+                    p.phone(),
+                    locale,
+                    market,
+                ])
+                .await?;
+            }
+            batch.clear();
+            if end {
+                return Ok(());
+            }
+        }
+    }
+}

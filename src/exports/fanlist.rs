@@ -1,0 +1,147 @@
+//! `fanlist`: one row per user of the campaign — `id, email, first_name,
+//! last_name, Zip Code, locale, markets` (`markets` = `|`-joined names of
+//! the entry's market and additional markets) (*ours*). `.csv`,
+//! EXPORTS_BUCKET.
+//!
+//! The campaign's entries are read in user order (index `{_id.campaign_id,
+//! _id.user_id}`) and adjacent entries of the same user are merged as they
+//! pass: memory is one batch and one group, never the campaign.
+
+use async_trait::async_trait;
+use futures::TryStreamExt;
+use mongodb::bson::{doc, RawDocumentBuf};
+
+use super::entries::count_entries;
+use super::entry_rows::{additional_markets, join_users, Joined, Markets, Person};
+use super::raw::text_at;
+use super::{ExportError, ExportType, FileFormat, Source};
+use crate::encode::CsvOut;
+use crate::store::{id_forms, StoreError};
+
+pub struct Fanlist;
+
+const COLUMNS: [&str; 7] = [
+    "id",
+    "email",
+    "first_name",
+    "last_name",
+    "Zip Code",
+    "locale",
+    "markets",
+];
+const BATCH: usize = 1000;
+
+/// One user's entries seen so far: the first entry describes the person,
+/// every entry adds its markets.
+struct Group {
+    id: String,
+    first: Joined,
+    markets: Vec<usize>,
+}
+
+/// Add the entry's market and additional markets (known ones, once each).
+fn add_markets(list: &mut Vec<usize>, entry: &RawDocumentBuf, markets: &Markets) {
+    let own = text_at(entry, &["fields", "market"]);
+    for id in std::iter::once(own).chain(additional_markets(entry)) {
+        if let Some(i) = markets.index(&id) {
+            if !list.contains(&i) {
+                list.push(i);
+            }
+        }
+    }
+}
+
+impl Group {
+    async fn write(self, out: &mut CsvOut, markets: &Markets) -> Result<(), ExportError> {
+        let p = Person {
+            entry: Some(&self.first.entry),
+            user: self.first.user.as_deref(),
+        };
+        let names: Vec<&str> = self
+            .markets
+            .iter()
+            .map(|&i| markets.views[i].name.as_str())
+            .collect();
+        out.row(&[
+            self.id.as_str(),
+            &p.email(),
+            &p.first_name(),
+            &p.last_name(),
+            &p.zip(),
+            &text_at(&self.first.entry, &["locale"]),
+            &names.join("|"),
+        ])
+        .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ExportType for Fanlist {
+    fn name(&self) -> &'static str {
+        "fanlist"
+    }
+    fn format(&self) -> FileFormat {
+        FileFormat::CSV
+    }
+    fn needs_markets(&self) -> bool {
+        true
+    }
+    fn columns(&self) -> Vec<&'static str> {
+        COLUMNS.to_vec()
+    }
+
+    async fn expected_rows(&self, src: &Source) -> Result<Option<u64>, ExportError> {
+        Ok(Some(count_entries(src, doc! {}).await?))
+    }
+
+    async fn write(&self, src: &Source, out: &mut CsvOut) -> Result<(), ExportError> {
+        out.header(&COLUMNS).await?;
+        let markets = Markets::new(&src.markets);
+        let mut cur = src
+            .store
+            .raw("entries")
+            .find(doc! { "_id.campaign_id": { "$in": id_forms(&src.campaign.id) } })
+            .sort(doc! { "_id.user_id": 1 })
+            .batch_size(BATCH as u32)
+            .await
+            .map_err(StoreError)?;
+        let mut group: Option<Group> = None;
+        loop {
+            let mut entries = Vec::with_capacity(BATCH);
+            while entries.len() < BATCH {
+                match cur.try_next().await.map_err(StoreError)? {
+                    Some(e) => entries.push(e),
+                    None => break,
+                }
+            }
+            if entries.is_empty() {
+                break;
+            }
+            for j in join_users(&src.store, entries).await? {
+                let id = text_at(&j.entry, &["_id", "user_id"]).into_owned();
+                match &mut group {
+                    Some(g) if g.id == id => {
+                        add_markets(&mut g.markets, &j.entry, &markets);
+                        continue;
+                    }
+                    _ => {}
+                }
+                if let Some(done) = group.take() {
+                    done.write(out, &markets).await?;
+                }
+                let mut list = Vec::new();
+                add_markets(&mut list, &j.entry, &markets);
+                group = Some(Group {
+                    id,
+                    first: j,
+                    markets: list,
+                });
+            }
+        }
+        if let Some(done) = group.take() {
+            done.write(out, &markets).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,37 @@
+//! `livenationOptIn`: entries with `fields.allowLiveNation = true`: `email, first_name, last_name, Zip Code, locale, Select Show, entry_date` (*ours*), market by market. `.csv`, EXPORTS_BUCKET.
+
+use async_trait::async_trait;
+use mongodb::bson::doc;
+
+use super::entries::count_entries;
+use super::entry_rows::{write_opt_ins, OPT_IN_COLUMNS};
+use super::{ExportError, ExportType, FileFormat, Source};
+use crate::encode::CsvOut;
+
+pub struct LivenationOptIn;
+
+#[async_trait]
+impl ExportType for LivenationOptIn {
+    fn name(&self) -> &'static str {
+        "livenationOptIn"
+    }
+    fn format(&self) -> FileFormat {
+        FileFormat::CSV
+    }
+    fn needs_markets(&self) -> bool {
+        true
+    }
+    fn columns(&self) -> Vec<&'static str> {
+        OPT_IN_COLUMNS.to_vec()
+    }
+
+    async fn expected_rows(&self, src: &Source) -> Result<Option<u64>, ExportError> {
+        Ok(Some(
+            count_entries(src, doc! { "fields.allowLiveNation": true }).await?,
+        ))
+    }
+
+    async fn write(&self, src: &Source, out: &mut CsvOut) -> Result<(), ExportError> {
+        write_opt_ins(src, doc! { "fields.allowLiveNation": true }, out, false).await
+    }
+}

@@ -1,0 +1,552 @@
+//! Running one export type into its outputs, independent of the queue: the
+//! worker calls [`produce`] with an [`Outputs`] that records each upload on
+//! the export and checks the lease; a one-shot CLI can call it with plain
+//! [`S3Outputs`] (or its own file-backed implementation).
+//!
+//! Shapes (see [`Shape`]): one CSV object; one ZIP object whose CSV entries
+//! are streamed through `async_zip` straight into the multipart upload; or
+//! several CSV objects written one after another. Whatever fails, the object
+//! being written is aborted and, for several objects, the ones already
+//! completed are deleted — nothing half-done is left. The TMOL publish is
+//! the exception: its failure leaves the main object (named in the error).
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use async_trait::async_trait;
+use async_zip::base::write::ZipFileWriter;
+use async_zip::{Compression, ZipEntryBuilder};
+use mongodb::bson::{doc, Bson, Document};
+use tokio::io::{AsyncWrite, AsyncWriteExt, DuplexStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
+
+use super::{destination_name, ExportError, ExportType, Shape, Source};
+use crate::encode::{maybe_gzip, CsvOut};
+use crate::sink::{BoxRead, BoxWrite, DestKind, ObjectSpec, SinkError, Sinks, Upload, Uploaded};
+
+/// Where a run's objects go.
+#[async_trait]
+pub trait Outputs: Send + Sync {
+    /// Start an object in `dest`.
+    async fn open(
+        &self,
+        dest: DestKind,
+        spec: &ObjectSpec,
+    ) -> Result<(BoxWrite, Upload), ExportError>;
+    /// Called before each commit (the worker: is the lease still ours?).
+    async fn before_commit(&self) -> Result<(), ExportError> {
+        Ok(())
+    }
+    /// Resolves when the run must stop (lease lost, shutdown hand-back).
+    async fn stopped(&self) -> ExportError {
+        std::future::pending().await
+    }
+    /// A committed object's body, streamed (for the TMOL publish).
+    async fn read(&self, obj: &Uploaded) -> Result<BoxRead, ExportError>;
+    /// Delete a committed object (a later object of the run failed).
+    async fn delete(&self, obj: &Uploaded) -> Result<(), ExportError>;
+    /// Is the optional destination configured (TMOL publish)?
+    fn configured(&self, dest: DestKind) -> bool;
+}
+
+/// Plain S3 outputs: the buckets and credentials of [`Sinks`].
+#[derive(Clone)]
+pub struct S3Outputs {
+    pub sinks: Sinks,
+}
+
+#[async_trait]
+impl Outputs for S3Outputs {
+    async fn open(
+        &self,
+        dest: DestKind,
+        spec: &ObjectSpec,
+    ) -> Result<(BoxWrite, Upload), ExportError> {
+        let d = self.sinks.destination(dest).await?;
+        self.sinks.open_s3(&d, spec).await.map_err(|e| {
+            // A partner destination fails mostly on the assumed role: name it.
+            match (e, self.sinks.role_arn_for(dest)) {
+                (SinkError::Remote(m), Some(role)) => {
+                    ExportError::Sink(SinkError::Remote(format!(
+                        "{m} (writing {} with credentials of role {role})",
+                        destination_name(dest)
+                    )))
+                }
+                (e, _) => e.into(),
+            }
+        })
+    }
+    async fn read(&self, obj: &Uploaded) -> Result<BoxRead, ExportError> {
+        let bucket = obj.bucket.as_deref().unwrap_or_default();
+        Ok(self.sinks.read_object(bucket, &obj.key).await?)
+    }
+    async fn delete(&self, obj: &Uploaded) -> Result<(), ExportError> {
+        let bucket = obj.bucket.as_deref().unwrap_or_default();
+        Ok(self.sinks.delete_object(bucket, &obj.key).await?)
+    }
+    fn configured(&self, dest: DestKind) -> bool {
+        let b = self.sinks.buckets();
+        match dest {
+            DestKind::Sfmc => b.sfmc.is_some() && b.sfmc_role_arn.is_some(),
+            DestKind::Tmol => b.tmol.is_some() && b.tmol_role_arn.is_some(),
+            _ => true,
+        }
+    }
+}
+
+/// Live counters of a run: data rows and bytes handed to the sinks.
+#[derive(Clone, Default)]
+pub struct Progress {
+    pub rows: Arc<AtomicU64>,
+    pub bytes: Arc<AtomicU64>,
+}
+
+/// What a finished run wrote.
+#[derive(Debug, Clone)]
+pub struct Produced {
+    /// The object key, or the array of keys of a multi-object export.
+    pub key: Bson,
+    pub rows: u64,
+    pub bytes: u64,
+    /// `files` (ZIP entries), `published` (TMOL copy).
+    pub meta: Option<Document>,
+}
+
+/// The files of a ZIP or multi-object export, opened one at a time.
+#[async_trait]
+pub trait Files: Send {
+    /// Close the current file and start the next: a ZIP entry name, or an
+    /// object key. The writer has no header yet.
+    async fn next(&mut self, name: &str) -> Result<&mut CsvOut, ExportError>;
+    /// The file opened last.
+    #[allow(clippy::result_large_err)] // ExportError as everywhere here; rare path
+    fn current(&mut self) -> Result<&mut CsvOut, ExportError>;
+}
+
+fn no_file() -> ExportError {
+    ExportError::Data {
+        message: "a row was written before any file was opened".into(),
+        payload: None,
+    }
+}
+
+/// Run `ty` over `src` into `outputs`.
+pub async fn produce(
+    ty: &dyn ExportType,
+    src: &Source,
+    outputs: &dyn Outputs,
+    progress: &Progress,
+) -> Result<Produced, ExportError> {
+    let mut ledger = Ledger {
+        outputs,
+        progress: progress.clone(),
+        open: None,
+        done: Vec::new(),
+    };
+    let result = {
+        let body = run(ty, src, &mut ledger);
+        tokio::select! {
+            r = body => r,
+            e = outputs.stopped() => Err(e),
+        }
+    };
+    match result {
+        Ok(p) => Ok(p),
+        Err(e) => {
+            let cause = ledger.cleanup().await;
+            Err(cause_of(e, cause))
+        }
+    }
+}
+
+/// The encoder usually sees only a closed pipe when the sink failed: the
+/// sink's own error is then the cause.
+fn cause_of(e: ExportError, sink: Option<SinkError>) -> ExportError {
+    match (e, sink) {
+        (e @ (ExportError::LeaseLost | ExportError::Drained | ExportError::Data { .. }), _) => e,
+        (_, Some(s)) => s.into(),
+        (e, None) => e,
+    }
+}
+
+async fn run(
+    ty: &dyn ExportType,
+    src: &Source,
+    ledger: &mut Ledger<'_>,
+) -> Result<Produced, ExportError> {
+    let fmt = ty.format();
+    let dest = ty.destination();
+    // Only plain CSV types compress; the POST refuses gzip for the others.
+    let gzip = src.params.gzip && ty.supports_gzip();
+    let mut parts = src.key_parts();
+    parts.gzip = gzip;
+    match ty.shape() {
+        Shape::Csv => {
+            let spec = ObjectSpec {
+                key: ty.key(&parts),
+                content_type: fmt.content_type(gzip),
+            };
+            let w = ledger.open(dest, &spec, true).await?;
+            let mut out = CsvOut::with_progress(
+                maybe_gzip(w, gzip),
+                fmt.delimiter,
+                ledger.progress.rows.clone(),
+            );
+            ty.write(src, &mut out).await?;
+            let rows = out.finish().await?;
+            let main = ledger.commit(false).await?;
+            let mut meta = None;
+            if ty.publish_to_tmol() && ledger.outputs.configured(DestKind::Tmol) {
+                let published = match publish_tmol(ledger, &main, src, ty.name(), gzip).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let cause = ledger.abort_open().await;
+                        return Err(publish_failed(cause_of(e, cause), &main));
+                    }
+                };
+                meta = Some(doc! { "published": [
+                    { "bucket": published.bucket.clone().unwrap_or_default(), "key": published.key }
+                ] });
+            }
+            Ok(Produced {
+                key: Bson::String(main.key),
+                rows,
+                bytes: ledger.progress.bytes.load(Ordering::Relaxed),
+                meta,
+            })
+        }
+        Shape::Zip => {
+            let spec = ObjectSpec {
+                key: ty.key(&parts),
+                content_type: fmt.content_type(false),
+            };
+            let w = ledger.open(dest, &spec, true).await?;
+            let mut zip = ZipFiles::start(w, ledger.progress.rows.clone());
+            ty.write_files(src, &mut zip).await?;
+            let (names, rows) = zip.finish().await?;
+            let main = ledger.commit(false).await?;
+            Ok(Produced {
+                key: Bson::String(main.key),
+                rows,
+                bytes: ledger.progress.bytes.load(Ordering::Relaxed),
+                meta: Some(doc! { "files": names }),
+            })
+        }
+        Shape::Objects => {
+            let mut objects = ObjectFiles {
+                ledger,
+                dest,
+                content_type: fmt.content_type(false),
+                delimiter: fmt.delimiter,
+                cur: None,
+                keys: Vec::new(),
+                rows: 0,
+            };
+            ty.write_files(src, &mut objects).await?;
+            objects.close_current().await?;
+            let (keys, rows) = (objects.keys, objects.rows);
+            Ok(Produced {
+                key: Bson::Array(keys.into_iter().map(Bson::String).collect()),
+                rows,
+                bytes: ledger.progress.bytes.load(Ordering::Relaxed),
+                meta: None,
+            })
+        }
+    }
+}
+
+/// The objects of one run: the one open, and the committed ones to delete
+/// if a later one fails.
+struct Ledger<'o> {
+    outputs: &'o dyn Outputs,
+    progress: Progress,
+    open: Option<Upload>,
+    done: Vec<Uploaded>,
+}
+
+impl Ledger<'_> {
+    /// Open an object; `count` adds its bytes to the export's progress.
+    async fn open(
+        &mut self,
+        dest: DestKind,
+        spec: &ObjectSpec,
+        count: bool,
+    ) -> Result<BoxWrite, ExportError> {
+        let (w, up) = self.outputs.open(dest, spec).await?;
+        self.open = Some(up);
+        Ok(if count {
+            Box::new(Counting {
+                inner: w,
+                n: self.progress.bytes.clone(),
+            })
+        } else {
+            w
+        })
+    }
+
+    /// Commit the open object (its writer must be shut down). `track`: the
+    /// object is one of several and goes if a later one fails.
+    async fn commit(&mut self, track: bool) -> Result<Uploaded, ExportError> {
+        self.outputs.before_commit().await?;
+        let up = self
+            .open
+            .take()
+            .ok_or_else(|| ExportError::Sink(SinkError::Aborted))?;
+        let done = up.commit().await?;
+        if track {
+            self.done.push(done.clone());
+        }
+        Ok(done)
+    }
+
+    /// Abort the open object, waiting for the abort; returns the sink's own
+    /// failure if it failed first.
+    async fn abort_open(&mut self) -> Option<SinkError> {
+        match self.open.take() {
+            Some(up) => up.abort().await,
+            None => None,
+        }
+    }
+
+    async fn cleanup(&mut self) -> Option<SinkError> {
+        let cause = self.abort_open().await;
+        for obj in self.done.drain(..) {
+            match self.outputs.delete(&obj).await {
+                Ok(()) => tracing::info!(key = %obj.key, "deleted an object of the failed export"),
+                Err(e) => {
+                    tracing::warn!(key = %obj.key, error = %e, "could not delete an object of the failed export")
+                }
+            }
+        }
+        cause
+    }
+}
+
+/// Stream the committed main object into TMOL_BUCKET (GetObject body →
+/// multipart upload: memory is the part buffers, never the object).
+async fn publish_tmol(
+    ledger: &mut Ledger<'_>,
+    main: &Uploaded,
+    src: &Source,
+    export_type: &str,
+    gzip: bool,
+) -> Result<Uploaded, ExportError> {
+    let spec = ObjectSpec {
+        key: format!(
+            "verifiedfan/{}/{export_type}-{}.csv{}",
+            src.campaign.id,
+            src.export_id,
+            if gzip { ".gz" } else { "" }
+        ),
+        content_type: super::FileFormat::CSV.content_type(gzip),
+    };
+    let mut body = ledger.outputs.read(main).await?;
+    let mut w = ledger.open(DestKind::Tmol, &spec, false).await?;
+    tokio::io::copy(&mut body, &mut w).await?;
+    w.shutdown().await?;
+    ledger.commit(false).await
+}
+
+fn publish_failed(e: ExportError, main: &Uploaded) -> ExportError {
+    if matches!(e, ExportError::LeaseLost | ExportError::Drained) {
+        return e;
+    }
+    // Permanent: the export's own object is complete; the caller decides
+    // whether to request it again.
+    ExportError::Data {
+        message: format!("publishing to TMOL_BUCKET failed: {e}"),
+        payload: Some(Bson::Document(doc! {
+            "object": {
+                "bucket": main.bucket.clone().unwrap_or_default(),
+                "key": main.key.clone(),
+            }
+        })),
+    }
+}
+
+/// Counts bytes on their way to the sink.
+struct Counting {
+    inner: BoxWrite,
+    n: Arc<AtomicU64>,
+}
+
+impl AsyncWrite for Counting {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(k)) = &r {
+            self.n.fetch_add(*k as u64, Ordering::Relaxed);
+        }
+        r
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Pipe from one entry's CSV writer to the ZIP task.
+const ENTRY_PIPE_BYTES: usize = 64 * 1024;
+
+/// ZIP entries: each CSV writer feeds a pipe; one task owns the
+/// `async_zip` streaming writer (which borrows itself per entry, so it
+/// cannot be handed out) and copies each pipe into its entry, in order.
+struct ZipFiles {
+    tx: Option<mpsc::Sender<(String, DuplexStream)>>,
+    task: Option<JoinHandle<Result<(), ExportError>>>,
+    cur: Option<CsvOut>,
+    names: Vec<String>,
+    rows_total: Arc<AtomicU64>,
+    rows: u64,
+}
+
+impl ZipFiles {
+    fn start(w: BoxWrite, rows_total: Arc<AtomicU64>) -> Self {
+        let (tx, rx) = mpsc::channel(1);
+        Self {
+            tx: Some(tx),
+            task: Some(tokio::spawn(zip_task(w, rx))),
+            cur: None,
+            names: Vec::new(),
+            rows_total,
+            rows: 0,
+        }
+    }
+
+    async fn close_current(&mut self) -> Result<(), ExportError> {
+        if let Some(out) = self.cur.take() {
+            self.rows += out.finish().await?;
+        }
+        Ok(())
+    }
+
+    /// Close the last entry and the archive (central directory); returns
+    /// the entry names and the row count.
+    async fn finish(mut self) -> Result<(Vec<String>, u64), ExportError> {
+        self.close_current().await?;
+        self.tx.take();
+        let task = self.task.take().expect("zip task present until finish");
+        task.await
+            .map_err(|e| std::io::Error::other(format!("zip task: {e}")))??;
+        Ok((std::mem::take(&mut self.names), self.rows))
+    }
+
+    /// The ZIP task's own error when it stopped first.
+    async fn task_error(&mut self) -> Option<ExportError> {
+        self.tx.take();
+        match self.task.take()?.await {
+            Ok(Err(e)) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl Drop for ZipFiles {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+#[async_trait]
+impl Files for ZipFiles {
+    async fn next(&mut self, name: &str) -> Result<&mut CsvOut, ExportError> {
+        self.close_current().await?;
+        let (w, r) = tokio::io::duplex(ENTRY_PIPE_BYTES);
+        let sent = match &self.tx {
+            Some(tx) => tx.send((name.to_string(), r)).await.is_ok(),
+            None => false,
+        };
+        if !sent {
+            return Err(self.task_error().await.unwrap_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "zip writer stopped").into()
+            }));
+        }
+        self.names.push(name.to_string());
+        Ok(self.cur.insert(CsvOut::with_progress(
+            Box::new(w),
+            b',',
+            self.rows_total.clone(),
+        )))
+    }
+    #[allow(clippy::result_large_err)]
+    fn current(&mut self) -> Result<&mut CsvOut, ExportError> {
+        self.cur.as_mut().ok_or_else(no_file)
+    }
+}
+
+fn zip_err(e: async_zip::error::ZipError) -> ExportError {
+    ExportError::Io(std::io::Error::other(format!("zip: {e}")))
+}
+
+async fn zip_task(
+    w: BoxWrite,
+    mut rx: mpsc::Receiver<(String, DuplexStream)>,
+) -> Result<(), ExportError> {
+    let mut zip = ZipFileWriter::new(w.compat_write());
+    while let Some((name, reader)) = rx.recv().await {
+        let mut entry = zip
+            .write_entry_stream(ZipEntryBuilder::new(name.into(), Compression::Deflate))
+            .await
+            .map_err(zip_err)?;
+        futures::io::copy(reader.compat(), &mut entry).await?;
+        entry.close().await.map_err(zip_err)?;
+    }
+    let mut w = zip.close().await.map_err(zip_err)?.into_inner();
+    w.shutdown().await?;
+    Ok(())
+}
+
+/// Several objects, one after another: each is committed when the next one
+/// starts (or at the end) and deleted again if a later one fails.
+struct ObjectFiles<'l, 'o> {
+    ledger: &'l mut Ledger<'o>,
+    dest: DestKind,
+    content_type: &'static str,
+    delimiter: u8,
+    cur: Option<CsvOut>,
+    keys: Vec<String>,
+    rows: u64,
+}
+
+impl ObjectFiles<'_, '_> {
+    async fn close_current(&mut self) -> Result<(), ExportError> {
+        if let Some(out) = self.cur.take() {
+            self.rows += out.finish().await?;
+            let done = self.ledger.commit(true).await?;
+            self.keys.push(done.key);
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Files for ObjectFiles<'_, '_> {
+    async fn next(&mut self, name: &str) -> Result<&mut CsvOut, ExportError> {
+        self.close_current().await?;
+        let spec = ObjectSpec {
+            key: name.to_string(),
+            content_type: self.content_type,
+        };
+        let w = self.ledger.open(self.dest, &spec, true).await?;
+        Ok(self.cur.insert(CsvOut::with_progress(
+            w,
+            self.delimiter,
+            self.ledger.progress.rows.clone(),
+        )))
+    }
+    #[allow(clippy::result_large_err)]
+    fn current(&mut self) -> Result<&mut CsvOut, ExportError> {
+        self.cur.as_mut().ok_or_else(no_file)
+    }
+}

@@ -1,0 +1,294 @@
+//! SFMC (Salesforce Marketing Cloud) rows, regions and prefixes (spec:
+//! exports.md "SFMC rows, regions and prefixes"), shared by
+//! `reminderEmail`, `reminderEmailSample` and `autoReminderEmail`.
+//!
+//! Rows are read region by region so each ZIP folder / object is written
+//! once: the distinct locales of the selected scoring documents are mapped
+//! to regions, then each region is one index scan
+//! `{campaignId, selected: true, locale: {$in: its locales}}`.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use mongodb::bson::{doc, Bson, Document, RawBsonRef};
+use sha2::{Digest, Sha256};
+
+use super::raw::{get, iso, text};
+use super::scoring_rows::{scoring_filter, Scored, ScoringReader};
+use super::{ExportError, Source};
+use crate::error::Code;
+use crate::store::{Campaign, Market, StoreError};
+
+/// The SFMC row header (spec, order exact).
+pub const SFMC_COLUMNS: [&str; 12] = [
+    "SubscriberKey",
+    "EmailAddress",
+    "FirstName",
+    "Locale",
+    "ArtistName",
+    "TourName",
+    "VenueName",
+    "EventDate",
+    "CityState",
+    "Link",
+    "Passcode",
+    "ThemeColor",
+];
+
+/// Regions in the order they are written (the spec's MID list order).
+pub const REGIONS: [&str; 5] = ["NA", "UK", "DE", "AU", "LNE"];
+
+/// Locale → SFMC locale; others unchanged.
+pub fn sfmc_locale(locale: &str) -> Cow<'_, str> {
+    match locale.to_ascii_lowercase().replace('_', "-").as_str() {
+        "en-mx" => Cow::Borrowed("en-us"),
+        "en-uk" | "en-ie" => Cow::Borrowed("en-gb"),
+        "en-nz" => Cow::Borrowed("en-au"),
+        _ => Cow::Borrowed(locale),
+    }
+}
+
+/// The region of a (raw) locale, from the SFMC locale's country; `None`
+/// for a country no SFMC business unit serves.
+pub fn region(locale: &str, is_lnaa: bool) -> Option<&'static str> {
+    let l = sfmc_locale(locale).to_ascii_lowercase().replace('_', "-");
+    let country = l.rsplit_once('-').map(|(_, c)| c)?;
+    Some(match country {
+        "us" | "ca" if is_lnaa => "LNE",
+        "us" | "ca" | "mx" => "NA",
+        "gb" | "ie" => "UK",
+        "de" => "DE",
+        "au" | "nz" => "AU",
+        _ => return None,
+    })
+}
+
+/// The business unit (MID) of a region.
+pub fn mid(region: &str) -> &'static str {
+    match region {
+        "NA" => "7222895",
+        "UK" => "1314420",
+        "DE" => "1347780",
+        "AU" => "1341602",
+        "MX" => "523000091",
+        "IE" => "1362441",
+        "LNE" => "518008883",
+        _ => "",
+    }
+}
+
+/// The SFMC import prefix of a region.
+pub fn prefix(region: &str) -> String {
+    match region {
+        "NA" => "Ticketmaster/7222895/TMDemandMgmt/DM_ArtistPresale_V03".into(),
+        "LNE" => "Livenation/518008883/TMDemandMgmt/DM_ArtistPresale_V03".into(),
+        r => format!(
+            "TMInternational/{}/DM_ArtistPresale/DM_ArtistPresale_V03",
+            mid(r)
+        ),
+    }
+}
+
+/// `ArtistName`: the artist, or `"{artist} {fanClubName}"` for a fan-club
+/// campaign unless the fan-club name already contains the artist name (then
+/// the fan-club name alone, *ours*).
+pub fn artist_name(c: &Campaign) -> String {
+    let fan_club = c.fan_club_name.trim();
+    if fan_club.is_empty() {
+        c.artist_name.clone()
+    } else if fan_club
+        .to_lowercase()
+        .contains(&c.artist_name.to_lowercase())
+    {
+        // "Muse" + "Muse Insiders" would repeat the artist.
+        fan_club.to_string()
+    } else {
+        format!("{} {fan_club}", c.artist_name)
+    }
+}
+
+/// `SubscriberKey`: hex SHA-256 of the user id (never the id itself).
+pub fn subscriber_key(user_id: &str) -> String {
+    hex::encode(Sha256::digest(user_id.as_bytes()))
+}
+
+/// The scoring record's code for a market: codes ordered by `id`, the first
+/// with that `marketId`.
+pub fn passcode<'a>(scored: &'a Scored, market_id: &str) -> Option<Cow<'a, str>> {
+    let Some(RawBsonRef::Array(codes)) = get(&scored.scoring, &["codes"]) else {
+        return None;
+    };
+    let mut best: Option<(Cow<'a, str>, Cow<'a, str>)> = None;
+    for c in codes.into_iter().flatten() {
+        let RawBsonRef::Document(c) = c else { continue };
+        if text(c.get("marketId").ok().flatten()) != market_id {
+            continue;
+        }
+        let id = text(c.get("id").ok().flatten());
+        let code = text(c.get("code").ok().flatten());
+        if best.as_ref().is_none_or(|(b, _)| id_less(&id, b)) {
+            best = Some((id, code));
+        }
+    }
+    best.map(|(_, code)| code).filter(|c| !c.is_empty())
+}
+
+/// Ids compare as numbers when both are, else as text.
+fn id_less(a: &str, b: &str) -> bool {
+    match (a.parse::<f64>(), b.parse::<f64>()) {
+        (Ok(x), Ok(y)) => x < y,
+        _ => a < b,
+    }
+}
+
+/// Regions present among the campaign's selected scoring documents, each
+/// with the raw locales that map to it, in [`REGIONS`] order. Locales no
+/// region serves are logged (by value: a locale is not personal data).
+pub async fn plan_regions(src: &Source) -> Result<Vec<(&'static str, Vec<Bson>)>, StoreError> {
+    let locales = src
+        .store
+        .raw("scoring")
+        .distinct(
+            "locale",
+            scoring_filter(&src.campaign.id, doc! { "selected": true }),
+        )
+        .await?;
+    let mut by_region: HashMap<&'static str, Vec<Bson>> = HashMap::new();
+    let mut unserved = Vec::new();
+    for l in locales {
+        let r = match &l {
+            Bson::String(s) => region(s, src.campaign.is_lnaa),
+            _ => None,
+        };
+        match r {
+            Some(r) => by_region.entry(r).or_default().push(l),
+            None => unserved.push(l.to_string()),
+        }
+    }
+    if !unserved.is_empty() {
+        tracing::warn!(locales = ?unserved, "selected rows with locales no SFMC region serves are left out");
+    }
+    Ok(REGIONS
+        .iter()
+        .filter_map(|r| {
+            by_region.remove(r).map(|mut l| {
+                l.sort_by_key(|b| b.to_string());
+                (*r, l)
+            })
+        })
+        .collect())
+}
+
+/// A reader over one region's selected rows, joined to entries and users.
+pub async fn region_reader(
+    src: &Source,
+    locales: &[Bson],
+    limit: Option<i64>,
+) -> Result<ScoringReader, StoreError> {
+    let f: Document = scoring_filter(
+        &src.campaign.id,
+        doc! { "selected": true, "locale": { "$in": locales.to_vec() } },
+    );
+    ScoringReader::open(src, f, limit, true).await
+}
+
+/// Builds SFMC rows for one campaign.
+pub struct SfmcRows<'s> {
+    campaign: &'s Campaign,
+    artist: String,
+    markets: HashMap<&'s str, &'s Market>,
+}
+
+impl<'s> SfmcRows<'s> {
+    pub fn new(src: &'s Source) -> Self {
+        Self {
+            campaign: &src.campaign,
+            artist: artist_name(&src.campaign),
+            markets: src.markets.iter().map(|m| (m.id.as_str(), m)).collect(),
+        }
+    }
+
+    /// The 12 cells; no code for the entry's market fails the export
+    /// naming the market (never the user).
+    #[allow(clippy::result_large_err)] // the error is the rare, final one
+    pub fn cells<'a>(&'a self, s: &'a Scored) -> Result<[Cow<'a, str>; 12], ExportError> {
+        let market_id = s.market_id();
+        let code = passcode(s, &market_id).ok_or_else(|| ExportError::Data {
+            message: format!("no code for market {market_id}"),
+            payload: Some(Bson::Document(doc! {
+                "code": Code::MissingCodeFromMarket.as_str(),
+                "marketId": market_id.as_ref(),
+            })),
+        })?;
+        let market = self.markets.get(market_id.as_ref()).copied();
+        let p = s.person();
+        let m = |f: fn(&'a Market) -> Cow<'a, str>| market.map(f).unwrap_or(Cow::Borrowed(""));
+        Ok([
+            Cow::Owned(subscriber_key(&s.user_id())),
+            p.email(),
+            p.first_name(),
+            match sfmc_locale(&s.field("locale")) {
+                Cow::Borrowed(_) => s.field("locale"),
+                Cow::Owned(o) => Cow::Owned(o),
+            },
+            Cow::Borrowed(self.artist.as_str()),
+            Cow::Borrowed(self.campaign.tour_name.as_str()),
+            m(|m| Cow::Borrowed(m.venue_name.as_str())),
+            m(|m| Cow::Owned(m.event_date.map(iso).unwrap_or_default())),
+            m(|m| Cow::Owned(format!("{}, {}", m.city, m.state))),
+            m(|m| Cow::Borrowed(m.link.as_str())),
+            code,
+            Cow::Borrowed(self.campaign.theme_primary.as_str()),
+        ])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locales_regions_prefixes() {
+        assert_eq!(sfmc_locale("en-mx"), "en-us");
+        assert_eq!(sfmc_locale("en-UK"), "en-gb");
+        assert_eq!(sfmc_locale("en-ie"), "en-gb");
+        assert_eq!(sfmc_locale("en-nz"), "en-au");
+        assert_eq!(sfmc_locale("fr-ca"), "fr-ca");
+        assert_eq!(region("en-us", false), Some("NA"));
+        assert_eq!(region("fr_CA", false), Some("NA"));
+        assert_eq!(region("es-mx", false), Some("NA"));
+        assert_eq!(region("en-mx", true), Some("LNE"));
+        assert_eq!(region("es-mx", true), Some("NA"));
+        assert_eq!(region("en-uk", false), Some("UK"));
+        assert_eq!(region("en-ie", false), Some("UK"));
+        assert_eq!(region("de-de", false), Some("DE"));
+        assert_eq!(region("en-nz", false), Some("AU"));
+        assert_eq!(region("fr-fr", false), None);
+        assert_eq!(region("en", false), None);
+        assert_eq!(
+            prefix("NA"),
+            "Ticketmaster/7222895/TMDemandMgmt/DM_ArtistPresale_V03"
+        );
+        assert_eq!(
+            prefix("LNE"),
+            "Livenation/518008883/TMDemandMgmt/DM_ArtistPresale_V03"
+        );
+        assert_eq!(
+            prefix("UK"),
+            "TMInternational/1314420/DM_ArtistPresale/DM_ArtistPresale_V03"
+        );
+    }
+
+    #[test]
+    fn artist_names() {
+        let mut c = Campaign {
+            artist_name: "Muse".into(),
+            ..Default::default()
+        };
+        assert_eq!(artist_name(&c), "Muse");
+        c.fan_club_name = "Fan Club".into();
+        assert_eq!(artist_name(&c), "Muse Fan Club");
+        c.fan_club_name = "MUSE Insiders".into();
+        assert_eq!(artist_name(&c), "MUSE Insiders");
+    }
+}
