@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod procs;
+pub mod seed;
 
 use clap::Parser;
 use std::process::{Child, Command, Stdio};
