@@ -40,11 +40,16 @@ pub const REGIONS: [&str; 5] = ["NA", "UK", "DE", "AU", "LNE"];
 
 /// Locale → SFMC locale; others unchanged.
 pub fn sfmc_locale(locale: &str) -> Cow<'_, str> {
+    Cow::Borrowed(mapped_locale(locale).unwrap_or(locale))
+}
+
+/// The SFMC locale when the spec maps this one.
+fn mapped_locale(locale: &str) -> Option<&'static str> {
     match locale.to_ascii_lowercase().replace('_', "-").as_str() {
-        "en-mx" => Cow::Borrowed("en-us"),
-        "en-uk" | "en-ie" => Cow::Borrowed("en-gb"),
-        "en-nz" => Cow::Borrowed("en-au"),
-        _ => Cow::Borrowed(locale),
+        "en-mx" => Some("en-us"),
+        "en-uk" | "en-ie" => Some("en-gb"),
+        "en-nz" => Some("en-au"),
+        _ => None,
     }
 }
 
@@ -227,9 +232,9 @@ impl<'s> SfmcRows<'s> {
             Cow::Owned(subscriber_key(&s.user_id())),
             p.email(),
             p.first_name(),
-            match sfmc_locale(&s.field("locale")) {
-                Cow::Borrowed(_) => s.field("locale"),
-                Cow::Owned(o) => Cow::Owned(o),
+            match mapped_locale(&s.field("locale")) {
+                Some(m) => Cow::Borrowed(m),
+                None => s.field("locale"),
             },
             Cow::Borrowed(self.artist.as_str()),
             Cow::Borrowed(self.campaign.tour_name.as_str()),
