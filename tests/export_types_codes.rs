@@ -84,8 +84,7 @@ async fn a_failed_publish_fails_the_export_and_keeps_the_main_object() {
     // The TMOL bucket does not exist: the publish fails after the main
     // object completed.
     let missing = format!("vf-tmol-missing-{}", common::unique(""));
-    let app =
-        TestApp::spawn_with(&[("tmol-bucket", &missing), ("tmol-role-arn", TMOL_ROLE)]).await;
+    let app = TestApp::spawn_with(&[("tmol-bucket", &missing), ("tmol-role-arn", TMOL_ROLE)]).await;
     seed(&app).await;
     let done = run(&app, CID, json!({ "exportType": "codes" })).await;
     assert_eq!(done["status"], "FAILED", "{done}");

@@ -184,8 +184,11 @@ async fn gzip_decompresses_to_the_same_csv() {
     let app = TestApp::spawn().await;
     seed(&app).await;
     let (_, plain) = run_ok(&app, "fanlist").await;
-    let (done, gz) =
-        run_ok_with(&app, json!({ "exportType": "fanlist", "compression": "gzip" })).await;
+    let (done, gz) = run_ok_with(
+        &app,
+        json!({ "exportType": "fanlist", "compression": "gzip" }),
+    )
+    .await;
     let key = done["key"].as_str().unwrap();
     assert!(key.ends_with(".csv.gz"), "{key}");
     assert_eq!(done["compression"], "gzip");

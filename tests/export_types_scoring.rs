@@ -31,7 +31,10 @@ async fn scoring_rows_joined_to_entries_and_users() {
     let la = "1/01 - Los Angeles, CA\tE3";
     let no_entry = |n: u8, show: &str, locale: &str| {
         // A scoring document without entry or user: id, show, locale.
-        format!("{}\tTour 2026\t\t\t\t\t\t\t\t\t\t\t{show}\t{locale}\tc1\tfalse\t\t\t\t\t", u(n))
+        format!(
+            "{}\tTour 2026\t\t\t\t\t\t\t\t\t\t\t{show}\t{locale}\tc1\tfalse\t\t\t\t\t",
+            u(n)
+        )
     };
     let want = csv(&[
         [

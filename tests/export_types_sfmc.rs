@@ -24,7 +24,10 @@ const LA_EVENT: &str =
 fn na() -> Vec<String> {
     vec![
         format!("{},a@x.io,Annie,en-us,{NYC_EVENT},A1,#ff0000", sha(1)),
-        format!("{},tm2@x.io,{FORMULA},fr-ca,{NYC_EVENT},'=C1,#ff0000", sha(2)),
+        format!(
+            "{},tm2@x.io,{FORMULA},fr-ca,{NYC_EVENT},'=C1,#ff0000",
+            sha(2)
+        ),
     ]
 }
 fn uk() -> Vec<String> {
@@ -76,14 +79,8 @@ async fn reminder_email_segments_at_max_rows_per_file() {
     let (done, body) = run_ok(&app, "reminderEmail").await;
     let na = na();
     let want = vec![
-        (
-            "NA/Tour 2026 - 1.csv".to_string(),
-            with_header(&na[..1]),
-        ),
-        (
-            "NA/Tour 2026 - 2.csv".to_string(),
-            with_header(&na[1..]),
-        ),
+        ("NA/Tour 2026 - 1.csv".to_string(), with_header(&na[..1])),
+        ("NA/Tour 2026 - 2.csv".to_string(), with_header(&na[1..])),
         ("UK/Tour 2026 - 1.csv".to_string(), with_header(&uk())),
         ("DE/Tour 2026 - 1.csv".to_string(), with_header(&de())),
     ];
@@ -132,8 +129,12 @@ async fn auto_reminder_email_one_object_per_region_with_the_assumed_role() {
     let stamp = created.format("%Y%m%d%H%M");
     let keys = [
         format!("Ticketmaster/7222895/TMDemandMgmt/DM_ArtistPresale_V03_Muse_c1_{stamp}.csv"),
-        format!("TMInternational/1314420/DM_ArtistPresale/DM_ArtistPresale_V03_Muse_c1_{stamp}.csv"),
-        format!("TMInternational/1347780/DM_ArtistPresale/DM_ArtistPresale_V03_Muse_c1_{stamp}.csv"),
+        format!(
+            "TMInternational/1314420/DM_ArtistPresale/DM_ArtistPresale_V03_Muse_c1_{stamp}.csv"
+        ),
+        format!(
+            "TMInternational/1347780/DM_ArtistPresale/DM_ArtistPresale_V03_Muse_c1_{stamp}.csv"
+        ),
     ];
     assert_eq!(done["key"], json!(keys));
     assert_eq!(done["count"], 4);
@@ -164,7 +165,10 @@ async fn auto_reminder_email_one_object_per_region_with_the_assumed_role() {
             .iter()
             .filter(|s| s.path.starts_with(&format!("/{sfmc}")))
             .collect();
-        assert!(to_sfmc.len() >= 3 * 3, "create/part/complete per object: {to_sfmc:?}");
+        assert!(
+            to_sfmc.len() >= 3 * 3,
+            "create/part/complete per object: {to_sfmc:?}"
+        );
         let key_ids: std::collections::HashSet<&str> =
             to_sfmc.iter().map(|s| s.access_key.as_str()).collect();
         assert_eq!(key_ids.len(), 1, "{key_ids:?}");
