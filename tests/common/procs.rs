@@ -173,12 +173,24 @@ impl Drop for Proc {
 
 /// Seed a campaign with `vf-seed` (realistic entries, users and markets).
 pub async fn seed(app: &TestApp, campaign: &str, entries: u64, markets: u64) {
+    seed_into(
+        &standins().mongodb_uri,
+        &app.db_name,
+        campaign,
+        entries,
+        markets,
+    )
+    .await
+}
+
+/// [`seed`] into any MongoDB.
+pub async fn seed_into(uri: &str, db: &str, campaign: &str, entries: u64, markets: u64) {
     let status = tokio::process::Command::new(env!("CARGO_BIN_EXE_vf-seed"))
         .args([
             "--mongodb-uri",
-            &standins().mongodb_uri,
+            uri,
             "--mongodb-db",
-            &app.db_name,
+            db,
             "--campaign",
             campaign,
             "--entries",
@@ -223,4 +235,81 @@ pub fn finished_lines(procs: &[&Proc]) -> HashMap<String, usize> {
         }
     }
     out
+}
+
+/// A private nx-27017 on a data file, for tests that stop and restart the
+/// database (the shared stand-in must stay up for the other tests).
+pub struct Nx {
+    child: Option<Child>,
+    pub port: u16,
+    pub file: PathBuf,
+}
+
+impl Nx {
+    pub fn start(file: &Path) -> Nx {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut nx = Nx {
+            child: None,
+            port,
+            file: file.to_path_buf(),
+        };
+        nx.restart();
+        nx
+    }
+
+    pub fn uri(&self) -> String {
+        format!("mongodb://127.0.0.1:{}/?directConnection=true", self.port)
+    }
+
+    /// Start (again) on the same port and data file.
+    pub fn restart(&mut self) {
+        let bin = format!("{}/.venv/bin/nx-27017", env!("CARGO_MANIFEST_DIR"));
+        // Its own pid and log files: the defaults are shared by every
+        // nx-27017 on the machine, and a stale pid file blocks a restart.
+        let pid_file = self.file.with_extension("pid");
+        let _ = std::fs::remove_file(&pid_file);
+        let child = Command::new(bin)
+            .args([
+                "--db",
+                self.file.to_str().unwrap(),
+                "-p",
+                &self.port.to_string(),
+                "--pid-file",
+                pid_file.to_str().unwrap(),
+                "--log-file",
+                self.file.with_extension("log").to_str().unwrap(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn nx-27017");
+        self.child = Some(child);
+        let t0 = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "nx-27017 did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGKILL, by PID.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Nx {
+    fn drop(&mut self) {
+        self.kill9();
+    }
 }
