@@ -8,6 +8,7 @@
 //! kills it, by PID, when our end of its stdin closes.
 #![allow(dead_code)]
 
+pub mod faults;
 pub mod procs;
 pub mod seed;
 

@@ -1,0 +1,77 @@
+//! Fault injection in front of the AWS endpoint: an HTTP proxy that answers
+//! chosen requests with a chosen error and forwards everything else.
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::IntoResponse;
+
+/// Which requests a rule catches: (path and query, body).
+pub type Matcher = fn(&str, &[u8]) -> bool;
+
+/// Answer requests matching `when` with `status` and `body` (XML).
+#[derive(Clone, Copy)]
+pub struct Rule {
+    pub when: Matcher,
+    pub status: u16,
+    pub body: &'static str,
+}
+
+/// An STS `AssumeRole` call (query protocol: the action is in the form
+/// body, or in the query string for a GET).
+pub fn is_assume_role(pq: &str, body: &[u8]) -> bool {
+    let needle = b"Action=AssumeRole";
+    pq.contains("Action=AssumeRole") || body.windows(needle.len()).any(|w| w == needle)
+}
+
+/// STS's answer to a principal not allowed to assume the role. It names
+/// no role on purpose: naming it is the service's job.
+pub const STS_ACCESS_DENIED: &str = r#"<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>not authorized to perform sts:AssumeRole (injected)</Message></Error><RequestId>00000000-0000-0000-0000-000000000000</RequestId></ErrorResponse>"#;
+
+/// The AssumeRole-denied rule.
+pub const DENY_ASSUME_ROLE: Rule = Rule {
+    when: is_assume_role,
+    status: 403,
+    body: STS_ACCESS_DENIED,
+};
+
+/// Start the proxy in front of `upstream`; returns its base URL.
+pub async fn proxy(upstream: String, rules: Vec<Rule>) -> String {
+    let client = reqwest::Client::new();
+    let handler = move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+        let (client, upstream, rules) = (client.clone(), upstream.clone(), rules.clone());
+        async move {
+            let pq = uri
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/")
+                .to_string();
+            if let Some(r) = rules.iter().find(|r| (r.when)(&pq, &body)) {
+                let mut h = HeaderMap::new();
+                h.insert("content-type", HeaderValue::from_static("text/xml"));
+                let status = StatusCode::from_u16(r.status).unwrap();
+                return (status, h, r.body).into_response();
+            }
+            let mut req = client.request(method, format!("{upstream}{pq}")).body(body);
+            for (k, v) in headers.iter() {
+                if k != "host" && k != "content-length" {
+                    req = req.header(k, v);
+                }
+            }
+            let res = req.send().await.unwrap();
+            let status = res.status();
+            let mut out = HeaderMap::new();
+            for (k, v) in res.headers() {
+                if k != "content-length" && k != "transfer-encoding" {
+                    out.insert(k, v.clone());
+                }
+            }
+            let body = res.bytes().await.unwrap();
+            (status, out, body).into_response()
+        }
+    };
+    let app = axum::Router::new().fallback(handler);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://127.0.0.1:{port}")
+}

@@ -1,0 +1,329 @@
+//! Dependency faults and idempotent completion:
+//! - MongoDB dies mid-export and comes back: the process stays up,
+//!   `/heartbeat` keeps answering, the export ends FINISHED (retried) or
+//!   FAILED with a reason.
+//! - `sts:AssumeRole` denied for a partner bucket: FAILED with a reason
+//!   naming the role, never the credentials.
+//! - A worker whose lease was taken over cannot overwrite the new owner's
+//!   result (every owner write is conditional on the lease).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::faults::{proxy, DENY_ASSUME_ROLE};
+use common::procs::{env_for, seed_into, Nx, Proc};
+use common::{campaign_doc, insert, standins, token_with, unique, TestApp};
+use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime, Document};
+use serde_json::{json, Value};
+use vf_export::queue::{NewExport, Queue};
+use vf_export::store::Store;
+
+#[tokio::test]
+async fn a_taken_over_lease_cannot_overwrite_the_new_owners_result() {
+    let store = Store::connect(&standins().mongodb_uri, &unique("t_"))
+        .await
+        .unwrap();
+    let q = Queue::new(store.clone());
+    let (rec, created) = q
+        .enqueue(&NewExport {
+            campaign_id: "c1".into(),
+            campaign_name: "Tour".into(),
+            export_type: "entries".into(),
+            requester_user_id: "u1".into(),
+            correlation: "corr-1".into(),
+            date_key: None,
+            include_all_markets: false,
+            compression: None,
+        })
+        .await
+        .unwrap();
+    assert!(created);
+    let id = rec.id;
+    // A claims with a lease that lapses at once (A "stalls").
+    let (a_rec, reclaim) = q
+        .claim("owner-a", Duration::from_millis(1), 5)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((a_rec.id, reclaim, a_rec.attempts), (id, false, 1));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // B takes it over.
+    let (b_rec, reclaim) = q
+        .claim("owner-b", Duration::from_secs(60), 5)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((b_rec.id, reclaim, b_rec.attempts), (id, true, 2));
+
+    // Every write of A is now refused.
+    let lease = Duration::from_secs(60);
+    assert!(!q.heartbeat(id, "owner-a", lease, 10, 10).await.unwrap());
+    assert!(!q.set_expected_rows(id, "owner-a", Some(9)).await.unwrap());
+    assert!(!q.record_upload(id, "owner-a", None).await.unwrap());
+    assert!(!q.release(id, "owner-a", false).await.unwrap());
+    assert!(!q
+        .finish(id, "owner-a", Bson::String("a-key".into()), 1, 1, None)
+        .await
+        .unwrap());
+    assert!(!q.fail(id, "owner-a", "A failed", None).await.unwrap());
+    // B's are not.
+    assert!(q.heartbeat(id, "owner-b", lease, 5, 50).await.unwrap());
+    assert!(q
+        .finish(id, "owner-b", Bson::String("b-key".into()), 7, 70, None)
+        .await
+        .unwrap());
+    // After B finished, A still cannot touch it, nor can B fail it.
+    assert!(!q
+        .finish(id, "owner-a", Bson::String("a-key".into()), 1, 1, None)
+        .await
+        .unwrap());
+    assert!(!q.fail(id, "owner-a", "A failed", None).await.unwrap());
+    assert!(!q.fail(id, "owner-b", "late", None).await.unwrap());
+    assert!(!q.release(id, "owner-b", true).await.unwrap());
+    let d = q.by_id(id).await.unwrap().unwrap();
+    assert_eq!(d.status.as_str(), "FINISHED");
+    assert_eq!(d.key, Some(Bson::String("b-key".into())));
+    assert_eq!(d.count, Some(7));
+    assert_eq!(d.attempts, 2);
+    assert!(d.error.is_none() && d.lease.is_none() && d.active_key.is_none());
+    // Nothing is left to claim.
+    assert!(q
+        .claim("owner-c", Duration::from_secs(60), 5)
+        .await
+        .unwrap()
+        .is_none());
+    let _ = store.db().drop().await;
+}
+
+async fn export_doc(db: &mongodb::Database, id: &str) -> Document {
+    db.collection::<Document>("exports")
+        .find_one(doc! { "_id": ObjectId::parse_str(id).unwrap() })
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongodb_dies_mid_export_and_comes_back() {
+    if std::env::var("MONGODB_URI").is_ok_and(|u| !u.is_empty()) {
+        println!("skipped: this test stops and restarts its own nx-27017; MONGODB_URI is set");
+        return;
+    }
+    const ENTRIES: u64 = 20_000;
+    let app = TestApp::spawn_with(&[("worker-concurrency", "0")]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut nx = Nx::start(&dir.path().join("mongo.sqlite"));
+    let db_name = "faults";
+    let cid = "mdown";
+    seed_into(&nx.uri(), db_name, cid, ENTRIES, 4).await;
+    let env = env_for(
+        &app,
+        &[
+            ("MONGODB_URI", nx.uri().as_str()),
+            ("MONGODB_DB", db_name),
+            ("WORKER_CONCURRENCY", "1"),
+            ("LEASE_SECS", "3"),
+            ("S3_PART_SIZE_MIB", "5"),
+        ],
+    );
+    let mut serve = Proc::spawn("serve", &env, dir.path(), "serve");
+    let base = serve.base().await;
+    let http = reqwest::Client::new();
+    let tok = token_with("u1", &[(cid, &["REPORT"])], false, 3600);
+    let r = http
+        .post(format!("{base}/campaigns/{cid}/exports"))
+        .bearer_auth(&tok)
+        .json(&json!({ "exportType": "entries" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let db = mongodb::Client::with_uri_str(nx.uri())
+        .await
+        .unwrap()
+        .database(db_name);
+    // Mid-export: rows are flowing.
+    let t0 = Instant::now();
+    loop {
+        let d = export_doc(&db, &id).await;
+        // Int32 or Int64: the stand-in does not keep the width.
+        let rows = match d
+            .get_document("progress")
+            .ok()
+            .and_then(|p| p.get("rowsWritten"))
+        {
+            Some(Bson::Int64(n)) => *n,
+            Some(Bson::Int32(n)) => *n as i64,
+            _ => 0,
+        };
+        if d.get_str("status") == Ok("TRIGGERED") && rows > 0 {
+            break;
+        }
+        assert_ne!(d.get_str("status"), Ok("FINISHED"), "finished too soon");
+        assert!(t0.elapsed() < Duration::from_secs(90), "never ran: {d}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    nx.kill9();
+    // Down for longer than the lease: heartbeats answer all along.
+    let hb = format!("{base}/heartbeat");
+    let down = Instant::now();
+    let mut beats = 0;
+    while down.elapsed() < Duration::from_secs(5) {
+        let r = http.get(&hb).send().await.unwrap();
+        assert_eq!(r.status(), 200, "heartbeat while MongoDB is down");
+        beats += 1;
+        assert!(serve.exited().is_none(), "the process died with MongoDB");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    nx.restart();
+
+    let t0 = Instant::now();
+    let v = loop {
+        let r = http
+            .get(format!("{base}/campaigns/{cid}/exports/{id}"))
+            .bearer_auth(&tok)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            let v: Value = r.json().await.unwrap();
+            if v["status"] != "PENDING" && v["status"] != "TRIGGERED" {
+                break v;
+            }
+        }
+        assert!(serve.exited().is_none(), "the process died");
+        assert!(
+            t0.elapsed() < Duration::from_secs(150),
+            "export never ended after MongoDB came back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    match v["status"].as_str().unwrap() {
+        "FINISHED" => {
+            assert_eq!(v["count"], ENTRIES, "{v}");
+            let body = app.download(v["path"].as_str().unwrap()).await;
+            assert_eq!(common::procs::csv_records(&body) as u64, ENTRIES + 1, "{v}");
+        }
+        "FAILED" => {
+            let m = v["error"]["message"].as_str().unwrap_or("");
+            assert!(!m.is_empty(), "FAILED without a reason: {v}");
+        }
+        other => panic!("unexpected status {other}: {v}"),
+    }
+    let attempts = export_doc(&db, &id).await.get_i32("attempts").unwrap();
+    println!(
+        "MongoDB down {:?} ({beats} heartbeats answered 200); export {} after {attempts} attempt(s)",
+        Duration::from_secs(5),
+        v["status"]
+    );
+    assert_eq!(
+        http.get(&hb).send().await.unwrap().status(),
+        200,
+        "heartbeat after recovery"
+    );
+    assert_eq!(app.open_uploads(&app.buckets.exports).await, 0);
+    serve.term();
+    let status = serve.wait_exit(Duration::from_secs(60)).await;
+    assert_eq!(status.code(), Some(0));
+    app.stop().await;
+}
+
+const SFMC_ROLE: &str = "arn:aws:iam::123456789012:role/sfmc-writer-vf";
+
+#[tokio::test]
+async fn assume_role_denied_fails_naming_the_role() {
+    let Some(upstream) = standins().aws_endpoint.clone() else {
+        println!(
+            "skipped: the AssumeRole denial is injected in front of an endpoint; real AWS in use"
+        );
+        return;
+    };
+    let endpoint = proxy(upstream, vec![DENY_ASSUME_ROLE]).await;
+    let seed_app = TestApp::spawn_with(&[("worker-concurrency", "0")]).await;
+    let sfmc = format!("{}-sfmc", seed_app.buckets.exports);
+    seed_app
+        .s3
+        .create_bucket()
+        .bucket(&sfmc)
+        .send()
+        .await
+        .unwrap();
+    let app = seed_app
+        .sibling(&[
+            ("aws-endpoint-url", endpoint.as_str()),
+            ("sfmc-bucket", sfmc.as_str()),
+            ("sfmc-role-arn", SFMC_ROLE),
+            ("max-attempts", "2"),
+        ])
+        .await;
+    let cid = "sfmc1";
+    let mut c = campaign_doc(cid, "Tour 2026");
+    c.insert("artist", doc! { "name": "Muse" });
+    c.insert("tour", doc! { "name": "Drones" });
+    insert(&app.db, "campaigns", vec![c]).await;
+    let market = format!("{cid}-m1");
+    insert(
+        &app.db,
+        "markets",
+        vec![doc! { "_id": &market, "campaignId": cid, "name": "NYC", "city": "New York", "state": "NY",
+                    "event": { "date": DateTime::from_millis(1_780_000_000_000), "ids": ["E1"] } }],
+    )
+    .await;
+    let user = ObjectId::new().to_hex();
+    insert(
+        &app.db,
+        "entries",
+        vec![doc! { "_id": { "campaign_id": cid, "user_id": &user },
+        "fields": { "market": &market, "email": "x@example.com", "first_name": "X" },
+        "locale": "en-us", "date": { "created": DateTime::now() } }],
+    )
+    .await;
+    insert(
+        &app.db,
+        "scoring",
+        vec![
+            doc! { "campaignId": cid, "userId": &user, "memberId": "1001", "selected": true,
+            "locale": "en-us", "market": &market, "score": 0.9,
+            "codes": [{ "id": 1, "marketId": &market, "code": "A1" }] },
+        ],
+    )
+    .await;
+    let r = app
+        .post_export(cid, json!({ "exportType": "autoReminderEmail" }))
+        .await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let v = app.wait_done(cid, &id, Duration::from_secs(90)).await;
+    assert_eq!(v["status"], "FAILED", "{v}");
+    let msg = v["error"]["message"].as_str().unwrap_or("");
+    assert!(
+        msg.contains(SFMC_ROLE),
+        "the reason must name the role: {msg}"
+    );
+    let text = v.to_string();
+    for secret_ish in ["SecretAccessKey", "SessionToken", "aws_secret_access_key"] {
+        assert!(!text.contains(secret_ish), "{text}");
+    }
+    for var in ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"] {
+        if let Ok(s) = std::env::var(var) {
+            if s.len() >= 8 {
+                assert!(!text.contains(&s), "{var} leaked into the export");
+            }
+        }
+    }
+    println!("AssumeRole denied → FAILED: {msg}");
+    // Nothing was written to the partner bucket, no upload left open.
+    assert!(app.object_keys(&sfmc).await.is_empty());
+    assert_eq!(app.open_uploads(&sfmc).await, 0);
+    app.stop().await;
+    seed_app.stop().await;
+}
