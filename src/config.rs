@@ -22,6 +22,8 @@ pub enum Command {
     Worker(Settings),
     /// Create or update the MongoDB indexes the service needs (idempotent).
     Indexes(Settings),
+    /// Preflight: MongoDB, indexes, each bucket writable, each AssumeRole, CloudWatch.
+    Doctor(Settings),
 }
 
 /// Every variable of `shared/spec/config.md`. Optional here; what a
@@ -110,9 +112,13 @@ pub struct Settings {
     /// Publish backlog metrics to CloudWatch under this namespace.
     #[arg(long, env = "CLOUDWATCH_NAMESPACE")]
     pub cloudwatch_namespace: Option<String>,
-    /// AutoScalingGroupName dimension of the CloudWatch metrics.
+    /// AutoScalingGroupName dimension of the CloudWatch metrics (default:
+    /// the instance's ASG tag from instance metadata).
     #[arg(long, env = "ASG_NAME")]
     pub asg_name: Option<String>,
+    /// Seconds between CloudWatch publications (ours).
+    #[arg(long, env = "CLOUDWATCH_INTERVAL_SECS", default_value_t = 60)]
+    pub cloudwatch_interval_secs: u64,
 }
 
 /// A configuration problem: one line naming the variable, never its value.
@@ -194,6 +200,7 @@ pub struct Config {
     pub dev_routes: bool,
     pub cloudwatch_namespace: Option<String>,
     pub asg_name: Option<String>,
+    pub cloudwatch_interval: Duration,
 }
 
 fn required(var: &'static str, v: &Option<String>) -> Result<String, ConfigError> {
@@ -287,6 +294,9 @@ impl Settings {
         if self.export_timeout_secs == 0 {
             return Err(err("EXPORT_TIMEOUT_SECS", "must be at least 1"));
         }
+        if self.cloudwatch_interval_secs == 0 {
+            return Err(err("CLOUDWATCH_INTERVAL_SECS", "must be at least 1"));
+        }
         if self.max_rows_per_file == 0 {
             return Err(err("MAX_ROWS_PER_FILE", "must be at least 1"));
         }
@@ -324,6 +334,7 @@ impl Settings {
             dev_routes: self.dev_routes,
             cloudwatch_namespace: non_empty(&self.cloudwatch_namespace),
             asg_name: non_empty(&self.asg_name),
+            cloudwatch_interval: Duration::from_secs(self.cloudwatch_interval_secs),
         })
     }
 }

@@ -26,6 +26,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Serve(s) => (s, Needs::Serve),
         Command::Worker(s) => (s, Needs::Worker),
         Command::Indexes(s) => (s, Needs::MongoOnly),
+        Command::Doctor(s) => (s, Needs::Worker),
     };
     let cfg = match settings.validate(needs) {
         Ok(c) => c,
@@ -34,11 +35,26 @@ async fn run(cli: Cli) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init_logging();
+    // The doctor talks to a person: plain lines, no JSON logs.
+    if !matches!(cli.command, Command::Doctor(_)) {
+        telemetry::init_logging();
+    }
     let result = match cli.command {
         Command::Serve(_) => serve(&cfg, Role::Serve).await,
         Command::Worker(_) => serve(&cfg, Role::Worker).await,
         Command::Indexes(_) => indexes(&cfg).await,
+        Command::Doctor(_) => {
+            let checks = vf_export::doctor::run(&cfg).await;
+            let failed = checks.iter().filter(|c| c.result.is_err()).count();
+            if failed > 0 {
+                eprintln!(
+                    "vf-export doctor: {failed} of {} checks failed",
+                    checks.len()
+                );
+                return ExitCode::FAILURE;
+            }
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -63,13 +79,13 @@ async fn serve(cfg: &vf_export::config::Config, role: Role) -> anyhow::Result<()
 
 async fn indexes(cfg: &vf_export::config::Config) -> anyhow::Result<()> {
     let store = Store::connect(&cfg.mongodb_uri, &cfg.mongodb_db).await?;
-    let before = store.existing_indexes().await?;
+    let missing = store.missing_indexes().await?;
     let ensured = store.ensure_indexes(IndexScope::All).await?;
     for name in &ensured {
-        let what = if before.contains(name) {
-            "present"
-        } else {
+        let what = if missing.contains(name) {
             "created"
+        } else {
+            "present"
         };
         println!("{what:8} {name}");
     }

@@ -132,8 +132,19 @@ pub struct ExportRecord {
     pub upload: Option<UploadRef>,
     #[serde(default)]
     pub progress: Option<Progress>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "truthy")]
     pub deleted: bool,
+}
+
+/// A flag stored as a boolean, read leniently: some writers (and the
+/// nx-27017 stand-in) store `true` as 1.
+fn truthy<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(match Bson::deserialize(d)? {
+        Bson::Boolean(b) => b,
+        Bson::Int32(n) => n != 0,
+        Bson::Int64(n) => n != 0,
+        _ => false,
+    })
 }
 
 impl ExportRecord {
@@ -546,6 +557,39 @@ impl Queue {
             }
         }
         Ok(out)
+    }
+
+    /// Every export of the given campaigns (CCPA).
+    pub async fn of_campaigns(
+        &self,
+        campaign_ids: &[String],
+    ) -> Result<Vec<ExportRecord>, StoreError> {
+        if campaign_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let docs: Vec<Document> = self
+            .coll()
+            .find(doc! { "campaignId": { "$in": campaign_ids } })
+            .await?
+            .try_collect()
+            .await?;
+        docs.into_iter().map(decode).collect()
+    }
+
+    /// Mark exports `deleted` (their objects are gone; the record stays as
+    /// an audit trail). Only those not already marked count.
+    pub async fn mark_deleted(&self, ids: &[ObjectId]) -> Result<u64, StoreError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let r = self
+            .coll()
+            .update_many(
+                doc! { "_id": { "$in": ids }, "deleted": { "$ne": true } },
+                doc! { "$set": { "deleted": true }, "$currentDate": { "date.deleted": true } },
+            )
+            .await?;
+        Ok(r.modified_count)
     }
 
     /// Counts by status for the queue-depth gauge.

@@ -28,12 +28,15 @@ pub enum Role {
 
 /// How often the queue-depth gauge is refreshed.
 const DEPTH_EVERY: Duration = Duration::from_secs(15);
+/// How often the background MongoDB ping runs (read by `/ready`).
+const PING_EVERY: Duration = Duration::from_secs(10);
 
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     worker: Option<Arc<Worker>>,
     state: AppState,
+    cloudwatch: Option<crate::telemetry::cloudwatch::Publisher>,
 }
 
 impl Application {
@@ -71,7 +74,19 @@ impl Application {
             auth,
             shutdown: Shutdown::new(),
             signed_url_ttl: cfg.signed_url_ttl,
+            mongo_health: Default::default(),
         };
+        let cloudwatch =
+            cfg.cloudwatch_namespace
+                .as_ref()
+                .map(|ns| crate::telemetry::cloudwatch::Publisher {
+                    client: aws_sdk_cloudwatch::Client::new(sinks.sdk()),
+                    namespace: ns.clone(),
+                    asg_name: cfg.asg_name.clone(),
+                    every: cfg.cloudwatch_interval,
+                    queue: queue.clone(),
+                    metrics: metrics.clone(),
+                });
         let router = match role {
             Role::Serve => http::router(state.clone(), cfg.dev_routes),
             Role::Worker => http::health_router(state.clone()),
@@ -98,6 +113,7 @@ impl Application {
             router,
             worker,
             state,
+            cloudwatch,
         })
     }
 
@@ -112,9 +128,13 @@ impl Application {
 
     /// Serve until shutdown: drain → the worker finishes or hands back →
     /// the HTTP server stops → return.
-    pub async fn run(self) -> anyhow::Result<()> {
+    pub async fn run(mut self) -> anyhow::Result<()> {
         let shutdown = self.state.shutdown.clone();
         let depth = tokio::spawn(refresh_depth(self.state.clone()));
+        let ping = tokio::spawn(ping_mongo(self.state.clone()));
+        if let Some(cw) = self.cloudwatch.take() {
+            tokio::spawn(cw.run(shutdown.clone()));
+        }
         let worker_done = tokio_util::sync::CancellationToken::new();
         match self.worker.clone() {
             Some(w) => {
@@ -138,6 +158,7 @@ impl Application {
             .with_graceful_shutdown(stop)
             .await?;
         depth.abort();
+        ping.abort();
         tracing::info!("stopped");
         Ok(())
     }
@@ -159,6 +180,25 @@ async fn refresh_depth(state: AppState) {
             Err(e) => tracing::debug!(error = %e, "queue depth refresh failed"),
         }
         tokio::time::sleep(DEPTH_EVERY).await;
+    }
+}
+
+/// Keep the last MongoDB ping result for `/ready` and operators, so no
+/// request (least of all the ELB's `/heartbeat`) waits on the database.
+async fn ping_mongo(state: AppState) {
+    loop {
+        let t0 = std::time::Instant::now();
+        let result = state.store.ping().await;
+        let status = http::MongoHealth {
+            ok: result.is_ok(),
+            error: result.err().map(|e| e.to_string()),
+            latency_ms: t0.elapsed().as_millis() as u64,
+            checked_at: chrono::Utc::now(),
+        };
+        if let Ok(mut slot) = state.mongo_health.write() {
+            *slot = Some(status);
+        }
+        tokio::time::sleep(PING_EVERY).await;
     }
 }
 

@@ -80,22 +80,29 @@ impl Store {
         Ok(done)
     }
 
-    /// Names of the indexes that exist, as `collection.index_name`.
-    pub async fn existing_indexes(&self) -> Result<Vec<String>, StoreError> {
-        let mut names = Vec::new();
-        let mut colls: Vec<&str> = index_models(IndexScope::All)
-            .iter()
-            .map(|(c, _)| *c)
-            .collect();
-        colls.dedup();
-        for c in colls {
-            match self.db.collection::<Document>(c).list_index_names().await {
-                Ok(list) => names.extend(list.into_iter().map(|n| format!("{c}.{n}"))),
+    /// The needed indexes (as `collection.index_name`) that do not exist
+    /// yet. Compared by key pattern, not name: an index an operator made by
+    /// hand with the same keys serves as well.
+    pub async fn missing_indexes(&self) -> Result<Vec<String>, StoreError> {
+        use futures::TryStreamExt;
+        let mut missing = Vec::new();
+        let mut have: std::collections::HashMap<&str, Vec<Document>> = Default::default();
+        for (coll, model) in index_models(IndexScope::All) {
+            if !have.contains_key(coll) {
                 // A collection that does not exist yet has no indexes.
-                Err(_) => continue,
+                let keys = match self.db.collection::<Document>(coll).list_indexes().await {
+                    Ok(cur) => cur.try_collect::<Vec<_>>().await.unwrap_or_default(),
+                    Err(_) => Vec::new(),
+                };
+                have.insert(coll, keys.into_iter().map(|m| m.keys).collect());
+            }
+            let wanted = key_fields(&model.keys);
+            if !have[coll].iter().any(|k| key_fields(k) == wanted) {
+                let name = model.options.and_then(|o| o.name).unwrap_or_default();
+                missing.push(format!("{coll}.{name}"));
             }
         }
-        Ok(names)
+        Ok(missing)
     }
 
     /// The campaign by id: `_id` may be a string or an ObjectId.
@@ -105,6 +112,25 @@ impl Store {
             .find_one(doc! { "_id": { "$in": id_forms(id) } })
             .await?;
         Ok(found.map(|d| Campaign::from_doc(id, &d)))
+    }
+
+    /// Ids of the campaigns a user entered (CCPA), from `entries`.
+    pub async fn campaigns_entered_by(&self, user_id: &str) -> Result<Vec<String>, StoreError> {
+        use futures::TryStreamExt;
+        // $match + $group (an index scan on `_id.user_id`) rather than
+        // `distinct`: nx-27017 ignores a `distinct` filter on an `_id`
+        // subfield; both forms are right on MongoDB.
+        let groups: Vec<Document> = self
+            .db
+            .collection::<Document>("entries")
+            .aggregate([
+                doc! { "$match": { "_id.user_id": { "$in": id_forms(user_id) } } },
+                doc! { "$group": { "_id": "$_id.campaign_id" } },
+            ])
+            .await?
+            .try_collect()
+            .await?;
+        Ok(groups.iter().map(|g| id_string(g.get("_id"))).collect())
     }
 
     /// The campaign's markets, ordered by `_id` (a stable export order).
@@ -119,6 +145,11 @@ impl Store {
             .await?;
         Ok(docs.iter().map(Market::from_doc).collect())
     }
+}
+
+/// An index's fields in order (directions aside: either serves our scans).
+fn key_fields(keys: &Document) -> Vec<&str> {
+    keys.keys().map(String::as_str).collect()
 }
 
 /// Which indexes to ensure.

@@ -151,7 +151,9 @@ async fn bad_requests_get_clear_4xx_in_the_error_shape() {
     seed(&app, "nomarkets", false).await;
     let t = app.token("u", &[], true);
     let post = "/campaigns/c1/exports";
-    let cases: Vec<(&str, &str, Option<String>, u16, Option<&str>)> = vec![
+    // (method, path, body, status, payload.code)
+    type Case<'a> = (&'a str, &'a str, Option<String>, u16, Option<&'a str>);
+    let cases: Vec<Case> = vec![
         (
             "POST",
             post,

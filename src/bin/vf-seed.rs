@@ -44,18 +44,50 @@ impl Rng {
     }
 }
 
-const FIRST: &[&str] = &["Ann", "José", "Zoë", "Mohammed", "李", "O'Neil", "Anne-Marie", "=SUM(A1)", "Björk", "Kai"];
-const LAST: &[&str] = &["Smith", "García", "Müller", "Nguyễn", "O'Brien, Jr.", "\"The Rock\"", "-2+3", "Van der Berg", "Øster", "Ito"];
-const CITIES: &[(&str, &str, &str)] = &[
-    ("New York", "NY", "US"), ("Los Angeles", "CA", "US"), ("Toronto", "ON", "CA"), ("London", "ENG", "GB"),
-    ("Dublin", "D", "IE"), ("Berlin", "BE", "DE"), ("Sydney", "NSW", "AU"), ("Mexico City", "CDMX", "MX"),
+const FIRST: &[&str] = &[
+    "Ann",
+    "José",
+    "Zoë",
+    "Mohammed",
+    "李",
+    "O'Neil",
+    "Anne-Marie",
+    "=SUM(A1)",
+    "Björk",
+    "Kai",
 ];
-const LOCALES: &[&str] = &["en-us", "en-ca", "fr-ca", "en-gb", "en-ie", "de-de", "en-au", "es-mx"];
+const LAST: &[&str] = &[
+    "Smith",
+    "García",
+    "Müller",
+    "Nguyễn",
+    "O'Brien, Jr.",
+    "\"The Rock\"",
+    "-2+3",
+    "Van der Berg",
+    "Øster",
+    "Ito",
+];
+const CITIES: &[(&str, &str, &str)] = &[
+    ("New York", "NY", "US"),
+    ("Los Angeles", "CA", "US"),
+    ("Toronto", "ON", "CA"),
+    ("London", "ENG", "GB"),
+    ("Dublin", "D", "IE"),
+    ("Berlin", "BE", "DE"),
+    ("Sydney", "NSW", "AU"),
+    ("Mexico City", "CDMX", "MX"),
+];
+const LOCALES: &[&str] = &[
+    "en-us", "en-ca", "fr-ca", "en-gb", "en-ie", "de-de", "en-au", "es-mx",
+];
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
-    let db = mongodb::Client::with_uri_str(&a.mongodb_uri).await?.database(&a.mongodb_db);
+    let db = mongodb::Client::with_uri_str(&a.mongodb_uri)
+        .await?
+        .database(&a.mongodb_db);
     let entries = db.collection::<Document>("entries");
     let cid = a.campaign.as_str();
     if a.reuse {
@@ -63,20 +95,32 @@ async fn main() -> anyhow::Result<()> {
         // stand-in miscounts some `_id` filters (both are right on MongoDB).
         use futures::TryStreamExt;
         let mut cur = entries
-            .aggregate([doc! { "$match": { "_id.campaign_id": cid } }, doc! { "$group": { "_id": null, "n": { "$sum": 1 } } }])
+            .aggregate([
+                doc! { "$match": { "_id.campaign_id": cid } },
+                doc! { "$group": { "_id": null, "n": { "$sum": 1 } } },
+            ])
             .await?;
         let n = cur
             .try_next()
             .await?
-            .and_then(|d| d.get_i32("n").map(i64::from).or_else(|_| d.get_i64("n")).ok())
+            .and_then(|d| {
+                d.get_i32("n")
+                    .map(i64::from)
+                    .or_else(|_| d.get_i64("n"))
+                    .ok()
+            })
             .unwrap_or(0) as u64;
         if n == a.entries {
             eprintln!("vf-seed: campaign {cid} already has {n} entries; reusing");
             return Ok(());
         }
     }
-    db.collection::<Document>("campaigns").delete_many(doc! { "_id": cid }).await?;
-    db.collection::<Document>("markets").delete_many(doc! { "campaignId": cid }).await?;
+    db.collection::<Document>("campaigns")
+        .delete_many(doc! { "_id": cid })
+        .await?;
+    db.collection::<Document>("markets")
+        .delete_many(doc! { "campaignId": cid })
+        .await?;
     entries.delete_many(doc! { "_id.campaign_id": cid }).await?;
     db.collection::<Document>("campaigns")
         .insert_one(doc! {
@@ -99,13 +143,21 @@ async fn main() -> anyhow::Result<()> {
         })
         .collect();
     if !markets.is_empty() {
-        db.collection::<Document>("markets").insert_many(markets).await?;
+        db.collection::<Document>("markets")
+            .insert_many(markets)
+            .await?;
     }
     let users = db.collection::<Document>("users");
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ cid.bytes().fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64)));
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15
+        ^ cid
+            .bytes()
+            .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64)));
     let t0 = Instant::now();
     let batch = 1000u64;
-    eprintln!("vf-seed: seeding {} entries into campaign {cid} (the nx-27017 stand-in takes ~10k docs/s)", a.entries);
+    eprintln!(
+        "vf-seed: seeding {} entries into campaign {cid} (the nx-27017 stand-in takes ~10k docs/s)",
+        a.entries
+    );
     let mut done = 0u64;
     while done < a.entries {
         let n = batch.min(a.entries - done);
@@ -121,12 +173,12 @@ async fn main() -> anyhow::Result<()> {
                 "email": format!("fan{i}@example.com"),
                 "phone": format!("+1555{:07}", i % 10_000_000),
                 "first_name": first, "last_name": last,
-                "allowMarketing": rng.next() % 2 == 0, "allowLiveNation": rng.next() % 3 == 0,
-                "allowSms": rng.next() % 4 == 0, "promoterOptIns": [],
+                "allowMarketing": rng.next().is_multiple_of(2), "allowLiveNation": rng.next().is_multiple_of(3),
+                "allowSms": rng.next().is_multiple_of(4), "promoterOptIns": [],
                 "fav_song": rng.pick(&["Song, \"Live\"", "Ünïcødé ✓", "plain", "line1\nline2", "a very long answer that goes on and on about why this song matters so much to this particular fan"]),
-                "vip": rng.next() % 2 == 0,
+                "vip": rng.next().is_multiple_of(2),
             };
-            if m + 1 < market_ids.len() && rng.next() % 5 == 0 {
+            if m + 1 < market_ids.len() && rng.next().is_multiple_of(5) {
                 fields.insert("additionalMarkets", vec![market_ids[m + 1].clone()]);
             }
             es.push(doc! {
@@ -137,7 +189,7 @@ async fn main() -> anyhow::Result<()> {
                                     "latitude": 40.7, "longitude": -74.0 } },
                 "locale": locale,
                 "date": { "created": DateTime::from_millis(1_767_225_600_000 + i as i64 * 1000),
-                          "phoneConfirmed": if i % 3 == 0 { mongodb::bson::Bson::DateTime(DateTime::from_millis(1_767_225_600_000)) } else { mongodb::bson::Bson::Null } },
+                          "phoneConfirmed": if i.is_multiple_of(3) { mongodb::bson::Bson::DateTime(DateTime::from_millis(1_767_225_600_000)) } else { mongodb::bson::Bson::Null } },
             });
             us.push(doc! { "_id": uid, "integrations": { "ticketmaster": {
                 "id": format!("tm{i}"), "member_id": format!("{}", 10_000_000 + i), "globalUserId": format!("g{i}"),
@@ -147,8 +199,12 @@ async fn main() -> anyhow::Result<()> {
         entries.insert_many(es).await?;
         users.insert_many(us).await?;
         done += n;
-        if done % 50_000 == 0 || done == a.entries {
-            eprintln!("vf-seed: {done}/{} entries ({:.0}/s)", a.entries, done as f64 / t0.elapsed().as_secs_f64());
+        if done.is_multiple_of(50_000) || done == a.entries {
+            eprintln!(
+                "vf-seed: {done}/{} entries ({:.0}/s)",
+                a.entries,
+                done as f64 / t0.elapsed().as_secs_f64()
+            );
         }
     }
     Ok(())

@@ -15,6 +15,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/heartbeat", get(heartbeat))
         .route("/metrics", get(metrics))
+        .route("/ready", get(ready))
 }
 
 async fn heartbeat(State(state): State<AppState>) -> axum::response::Response {
@@ -24,6 +25,24 @@ async fn heartbeat(State(state): State<AppState>) -> axum::response::Response {
             .into_response();
     }
     Json(json!({ "status": "OK" })).into_response()
+}
+
+/// Readiness view (ours): the cached MongoDB ping, no database round trip.
+async fn ready(State(state): State<AppState>) -> axum::response::Response {
+    let health = state.mongo_health.read().ok().and_then(|h| h.clone());
+    match health {
+        Some(h) if h.ok && !state.shutdown.is_draining() => {
+            Json(json!({ "status": "OK", "mongodb": h })).into_response()
+        }
+        Some(h) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not ready")
+            .with_payload(json!({ "mongodb": h, "draining": state.shutdown.is_draining() }))
+            .into_response(),
+        None => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no MongoDB check yet",
+        )
+        .into_response(),
+    }
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

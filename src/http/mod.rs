@@ -3,6 +3,7 @@
 //! error — ours or the framework's — into the spec's error shape.
 
 pub mod auth;
+mod ccpa;
 mod dev;
 mod exports;
 mod health;
@@ -45,6 +46,18 @@ pub struct AppState {
     pub auth: Arc<auth::Auth>,
     pub shutdown: Shutdown,
     pub signed_url_ttl: Duration,
+    /// Last background MongoDB ping (None until the first one ran).
+    pub mongo_health: Arc<std::sync::RwLock<Option<MongoHealth>>>,
+}
+
+/// Result of the background MongoDB ping.
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MongoHealth {
+    pub ok: bool,
+    pub error: Option<String>,
+    pub latency_ms: u64,
+    pub checked_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// The request's correlation id (from the header, or made here).
@@ -84,6 +97,7 @@ fn accept_correlation(v: &HeaderValue) -> Option<String> {
 pub fn router(state: AppState, dev_routes: bool) -> Router {
     let mut api = Router::new()
         .merge(exports::routes())
+        .merge(ccpa::routes())
         .merge(health::routes());
     if dev_routes {
         api = api.merge(dev::routes());

@@ -411,3 +411,44 @@ impl Sinks {
         }
     }
 }
+
+impl Sinks {
+    /// Delete `keys` from `bucket` in batches of 1,000 (DeleteObjects). A key
+    /// that does not exist counts as deleted. Returns the keys S3 refused.
+    pub async fn delete_keys(
+        &self,
+        bucket: &str,
+        keys: &[String],
+    ) -> Result<Vec<String>, SinkError> {
+        use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+        let client = self.client_for_bucket(bucket).await;
+        let mut refused = Vec::new();
+        for chunk in keys.chunks(1000) {
+            let objects = chunk
+                .iter()
+                .map(|k| ObjectIdentifier::builder().key(k).build())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| SinkError::Remote(format!("delete request: {e}")))?;
+            let delete = Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .map_err(|e| SinkError::Remote(format!("delete request: {e}")))?;
+            let out = client
+                .delete_objects()
+                .bucket(bucket)
+                .delete(delete)
+                .send()
+                .await
+                .map_err(|e| {
+                    SinkError::remote(&format!("delete objects in bucket {bucket}"), &e)
+                })?;
+            for e in out.errors() {
+                if e.code() != Some("NoSuchKey") {
+                    refused.extend(e.key().map(str::to_string));
+                }
+            }
+        }
+        Ok(refused)
+    }
+}

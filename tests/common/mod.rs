@@ -81,12 +81,21 @@ pub fn standins() -> &'static StandIns {
             Ok(u) if !u.is_empty() => u,
             _ => {
                 let port = free_port();
+                // Its own pid and log files: nx-27017's defaults are shared
+                // by every instance on the machine, and a stale pid file
+                // stops a new one from starting.
+                let run = std::env::temp_dir().join(format!("vf-nx-{}-{port}", std::process::id()));
+                std::fs::create_dir_all(&run).unwrap();
                 children.push(spawn_guarded(&[
                     venv_bin("nx-27017"),
                     "--db".into(),
                     "memory".into(),
                     "-p".into(),
                     port.to_string(),
+                    "--pid-file".into(),
+                    run.join("nx.pid").display().to_string(),
+                    "--log-file".into(),
+                    run.join("nx.log").display().to_string(),
                 ]));
                 wait_port(port, "nx-27017");
                 format!("mongodb://127.0.0.1:{port}/?directConnection=true")

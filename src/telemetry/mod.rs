@@ -2,6 +2,8 @@
 //! Prometheus registry. No globals besides the tracing dispatcher, which the
 //! binary installs once; the registry is a value held by the app state.
 
+pub mod cloudwatch;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 
@@ -23,19 +25,28 @@ pub const SERVICE: &str = "vf-export";
 /// The log filter: `RUST_LOG`, else `debug` when the old `DEBUG=titan*`
 /// switch is set, else `info`.
 pub fn filter_from_env() -> tracing_subscriber::EnvFilter {
-    if let Ok(f) = std::env::var("RUST_LOG") {
-        if let Ok(f) = tracing_subscriber::EnvFilter::try_new(f) {
-            return f;
-        }
+    let directive = filter_directive(
+        std::env::var("RUST_LOG").ok().as_deref(),
+        std::env::var("DEBUG").ok().as_deref(),
+    );
+    tracing_subscriber::EnvFilter::try_new(&directive)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+}
+
+/// The filter directive from `RUST_LOG` and the old `DEBUG` switch (a
+/// comma-separated list of namespaces; any starting with `titan` enables
+/// debug, as the Node `debug` module did).
+pub fn filter_directive(rust_log: Option<&str>, debug: Option<&str>) -> String {
+    if let Some(f) = rust_log.map(str::trim).filter(|f| !f.is_empty()) {
+        return f.to_string();
     }
-    let debug = std::env::var("DEBUG")
-        .map(|d| d.split(',').any(|p| p.trim().starts_with("titan")))
-        .unwrap_or(false);
-    tracing_subscriber::EnvFilter::new(if debug {
-        "debug,hyper=info,h2=info,rustls=info,aws_smithy_runtime=info,aws_config=info,mongodb=info"
+    let titan = debug.is_some_and(|d| d.split(',').any(|p| p.trim().starts_with("titan")));
+    if titan {
+        // Our crate at debug; chatty dependencies stay at info.
+        "info,vf_export=debug".to_string()
     } else {
-        "info"
-    })
+        "info".to_string()
+    }
 }
 
 /// Install the JSON log layer on stdout. Called once by the binary.
@@ -298,5 +309,60 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_filter_from_rust_log_and_the_old_debug_switch() {
+        assert_eq!(filter_directive(None, None), "info");
+        assert_eq!(filter_directive(Some("warn"), Some("titan*")), "warn");
+        assert_eq!(
+            filter_directive(None, Some("titan*")),
+            "info,vf_export=debug"
+        );
+        assert_eq!(
+            filter_directive(None, Some("express,titan:export")),
+            "info,vf_export=debug"
+        );
+        assert_eq!(filter_directive(None, Some("express")), "info");
+    }
+
+    #[test]
+    fn json_lines_carry_span_fields_and_the_fixed_ones() {
+        use tracing_subscriber::prelude::*;
+        let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+        let sink = buf.clone();
+        let make = move || Capture(sink.clone());
+        let sub = tracing_subscriber::registry().with(JsonLayer::new(make));
+        tracing::subscriber::with_default(sub, || {
+            let span = tracing::info_span!("export", export_id = "e1", correlation_id = "c1");
+            let _g = span.enter();
+            tracing::error!(rows = 3u64, "export failed");
+        });
+        let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(v["level"], "error");
+        assert_eq!(v["message"], "export failed");
+        assert_eq!(v["product_code"], "PRD1541");
+        assert_eq!(v["service"], "vf-export");
+        assert_eq!(v["export_id"], "e1");
+        assert_eq!(v["correlation_id"], "c1");
+        assert_eq!(v["rows"], 3);
+        assert!(v["time"].as_str().unwrap().ends_with('Z'));
+    }
+
+    struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl Write for Capture {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
     }
 }
