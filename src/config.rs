@@ -20,10 +20,37 @@ pub enum Command {
     Serve(Settings),
     /// The export worker alone (HTTP only for /heartbeat and /metrics).
     Worker(Settings),
+    /// Run one export now, straight from MongoDB, without the queue.
+    Export(ExportCmd),
     /// Create or update the MongoDB indexes the service needs (idempotent).
     Indexes(Settings),
     /// Preflight: MongoDB, indexes, each bucket writable, each AssumeRole, CloudWatch.
     Doctor(Settings),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportCmd {
+    /// Campaign id.
+    #[arg(long)]
+    pub campaign: String,
+    /// Export type (e.g. entries).
+    #[arg(long = "type")]
+    pub export_type: String,
+    /// Output: a local file (default `<type>-<campaign>.<ext>`) or
+    /// `s3://bucket/key`; a folder or prefix for multi-object types.
+    #[arg(long)]
+    pub out: Option<String>,
+    /// Gzip the output (single-CSV types).
+    #[arg(long)]
+    pub gzip: bool,
+    /// Add rows for each entry's additional markets (entries).
+    #[arg(long)]
+    pub include_all_markets: bool,
+    /// dateKey (codeWaves).
+    #[arg(long)]
+    pub date_key: Option<String>,
+    #[command(flatten)]
+    pub settings: Settings,
 }
 
 /// Every variable of `shared/spec/config.md`. Optional here; what a

@@ -26,6 +26,8 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Serve(s) => (s, Needs::Serve),
         Command::Worker(s) => (s, Needs::Worker),
         Command::Indexes(s) => (s, Needs::MongoOnly),
+        // Buckets are optional for a local file; a missing one fails when used.
+        Command::Export(e) => (&e.settings, Needs::MongoOnly),
         Command::Doctor(s) => (s, Needs::Worker),
     };
     let cfg = match settings.validate(needs) {
@@ -35,14 +37,27 @@ async fn run(cli: Cli) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // The doctor talks to a person: plain lines, no JSON logs.
-    if !matches!(cli.command, Command::Doctor(_)) {
+    // The doctor and the one-shot talk to a person: plain lines, no JSON logs.
+    if !matches!(cli.command, Command::Doctor(_) | Command::Export(_)) {
         telemetry::init_logging();
     }
     let result = match cli.command {
         Command::Serve(_) => serve(&cfg, Role::Serve).await,
         Command::Worker(_) => serve(&cfg, Role::Worker).await,
         Command::Indexes(_) => indexes(&cfg).await,
+        Command::Export(e) => {
+            let req = vf_export::oneshot::Request {
+                campaign: e.campaign,
+                export_type: e.export_type,
+                out: e.out,
+                params: vf_export::exports::Params {
+                    date_key: e.date_key,
+                    include_all_markets: e.include_all_markets,
+                    gzip: e.gzip,
+                },
+            };
+            vf_export::oneshot::run(&cfg, req).await
+        }
         Command::Doctor(_) => {
             let checks = vf_export::doctor::run(&cfg).await;
             let failed = checks.iter().filter(|c| c.result.is_err()).count();
