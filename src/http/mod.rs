@@ -7,6 +7,7 @@ mod ccpa;
 mod dev;
 mod exports;
 mod health;
+mod openapi;
 pub mod view;
 
 use std::sync::Arc;
@@ -98,7 +99,8 @@ pub fn router(state: AppState, dev_routes: bool) -> Router {
     let mut api = Router::new()
         .merge(exports::routes())
         .merge(ccpa::routes())
-        .merge(health::routes());
+        .merge(health::routes())
+        .route("/openapi.json", axum::routing::get(openapi::document));
     if dev_routes {
         api = api.merge(dev::routes());
     }
