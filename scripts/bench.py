@@ -1,0 +1,241 @@
+#!/usr/bin/env python3
+"""Measuring harness of scripts/bench (system python3, standard library only).
+
+Expects the stand-ins' environment (MONGODB_URI, AWS_*), MONGODB_DB and the
+buckets already set up, and the campaigns seeded. For each campaign it runs
+the floor, the one-shot export to S3, the service (plain, gzip, four
+concurrent), measuring only the measured process:
+
+- floor / one-shot: a child process; CPU (user+sys) and peak RSS from
+  os.wait4() of that child (its own rusage, not the stand-ins').
+- service: a fresh `vf-export serve` per case; CPU from /proc/PID/stat
+  (utime+stime) deltas over POST..FINISHED, peak RSS from VmHWM.
+
+Prints a table, one JSON line per run and the ratios. Exits non-zero only if
+a run fails or a JSON line is missing; timings are never asserted.
+"""
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def say(msg):
+    print(f"\n==> {msg}", flush=True)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def child(cmd, env, log):
+    """Run a child; returns (stdout, stderr, wall_ms, cpu_ms, max_rss_kb)."""
+    with open(log, "w+") as err, open(log + ".out", "w+") as out:
+        t0 = time.monotonic()
+        p = subprocess.Popen(cmd, env=env, stdout=out, stderr=err)
+        _, status, ru = os.wait4(p.pid, 0)
+        wall = (time.monotonic() - t0) * 1000
+        p.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        o, e = out.read(), err.read()
+    if p.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed ({p.returncode}):\n{e[-2000:]}")
+    cpu = (ru.ru_utime + ru.ru_stime) * 1000
+    return o, e, wall, cpu, ru.ru_maxrss
+
+
+def proc_cpu_ms(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    # fields[0] is field 3 (state); utime/stime are fields 14/15.
+    return (int(fields[11]) + int(fields[12])) * 1000 / TICK
+
+
+def proc_hwm_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def http(method, url, body=None, token=None):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read() or b"null")
+
+
+class Service:
+    """A fresh `vf-export serve` for one case."""
+
+    def __init__(self, binary, env, log):
+        self.port = free_port()
+        env = dict(env, PORT=str(self.port), WORKER_CONCURRENCY="4", DEV_ROUTES="true",
+                   POLL_INTERVAL_MS=env.get("POLL_INTERVAL_MS", "100"))
+        self.log = open(log, "w")
+        self.p = subprocess.Popen([binary, "serve"], env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.base = f"http://127.0.0.1:{self.port}"
+        for _ in range(300):
+            try:
+                http("GET", self.base + "/heartbeat")
+                break
+            except Exception:
+                if self.p.poll() is not None:
+                    raise RuntimeError(f"vf-export serve exited; see {log}")
+                time.sleep(0.1)
+        else:
+            raise RuntimeError(f"vf-export serve did not answer; see {log}")
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.terminate()
+            try:
+                self.p.wait(20)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self.log.close()
+
+    def run(self, campaign, bodies):
+        """POST each body; wait until all FINISHED. Returns (rows, wall, cpu, rss)."""
+        token = http("POST", self.base + "/dev/token",
+                     {"userId": "bench", "campaigns": {campaign: ["REPORT"]}})["token"]
+        time.sleep(0.5)  # let start-up settle out of the window
+        cpu0 = proc_cpu_ms(self.p.pid)
+        t0 = time.monotonic()
+        ids = [http("POST", f"{self.base}/campaigns/{campaign}/exports", b, token)["id"] for b in bodies]
+        rows, pending = 0, set(ids)
+        while pending:
+            for i in list(pending):
+                d = http("GET", f"{self.base}/campaigns/{campaign}/exports/{i}", token=token)
+                if d["status"] == "FINISHED":
+                    rows += int(d["count"])
+                    pending.discard(i)
+                elif d["status"] in ("FAILED", "EXPIRED"):
+                    raise RuntimeError(f"export {i} ended {d['status']}: {d}")
+            if pending:
+                if self.p.poll() is not None:
+                    raise RuntimeError("vf-export serve exited during the export")
+                time.sleep(0.05)
+        wall = (time.monotonic() - t0) * 1000
+        cpu = proc_cpu_ms(self.p.pid) - cpu0
+        return rows, wall, cpu, proc_hwm_kb(self.p.pid)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True, help="directory of vf-export and vf-floor")
+    ap.add_argument("--run", required=True, help="scratch directory for logs")
+    ap.add_argument("--bucket", required=True)
+    ap.add_argument("campaigns", nargs="+", help="ID:ROWS")
+    a = ap.parse_args()
+    env = dict(os.environ)
+    vf, floor = os.path.join(a.bin, "vf-export"), os.path.join(a.bin, "vf-floor")
+    results, expected = [], []
+
+    def record(case, rows, wall, cpu, rss):
+        r = {
+            "case": case,
+            "rows": rows,
+            "wall_ms": round(wall),
+            "cpu_ms": round(cpu),
+            "cpu_us_per_row": round(cpu * 1000 / max(rows, 1), 2),
+            "max_rss_kb": rss,
+        }
+        results.append(r)
+        print(json.dumps(r), flush=True)
+
+    for spec in a.campaigns:
+        cid, size = spec.split(":")
+        n = int(size)
+        tag = f"{n // 1000}k" if n < 1_000_000 else f"{n // 1_000_000}M"
+        cases = ["floor", "oneshot", "service", "service-gzip", "service-4x"]
+        expected += [f"{c}/{tag}" for c in cases]
+
+        say(f"{tag}: floor (vf-floor)")
+        o, _, wall, cpu, rss = child([floor, "--campaign", cid], env, f"{a.run}/floor-{tag}.log")
+        record(f"floor/{tag}", int(o.split()[-1]), wall, cpu, rss)
+
+        say(f"{tag}: one-shot (vf-export export --out s3://)")
+        key = f"s3://{a.bucket}/bench/{cid}.csv"
+        _, e, wall, cpu, rss = child([vf, "export", "--campaign", cid, "--type", "entries", "--out", key],
+                                     env, f"{a.run}/oneshot-{tag}.log")
+        done = [l for l in e.splitlines() if " rows, " in l and " bytes in " in l]
+        record(f"oneshot/{tag}", int(done[-1].split()[1]), wall, cpu, rss)
+
+        for case, bodies in (
+            ("service", [{"exportType": "entries"}]),
+            ("service-gzip", [{"exportType": "entries", "compression": "gzip", "dateKey": "gz"}]),
+            ("service-4x", [{"exportType": "entries", "dateKey": f"c{i}"} for i in range(4)]),
+        ):
+            say(f"{tag}: {case} (vf-export serve, WORKER_CONCURRENCY=4, POST..FINISHED)")
+            svc = Service(vf, env, f"{a.run}/{case}-{tag}.log")
+            try:
+                rows, wall, cpu, rss = svc.run(cid, bodies)
+            finally:
+                svc.stop()
+            record(f"{case}/{tag}", rows, wall, cpu, rss)
+
+    by = {r["case"]: r for r in results}
+    print()
+    print(f"{'case':<18}{'rows':>10}{'wall ms':>10}{'cpu ms':>10}{'cpu us/row':>12}{'rss KB':>10}{'rows/s':>10}")
+    for r in results:
+        rps = r["rows"] * 1000 / max(r["wall_ms"], 1)
+        print(f"{r['case']:<18}{r['rows']:>10}{r['wall_ms']:>10}{r['cpu_ms']:>10}"
+              f"{r['cpu_us_per_row']:>12}{r['max_rss_kb']:>10}{rps:>10.0f}")
+
+    print("\nratios (targets in brackets; informational, never asserted)")
+    tags = [c.split("/")[1] for c in expected if c.startswith("floor/")]
+
+    def ratio(label, x, y, target):
+        if x is None or y is None or not y:
+            return
+        v = x / y
+        ok = "holds" if v <= target else "MISSES"
+        print(f"  {label:<52}{v:>7.2f}  [<= {target}] {ok}")
+
+    for t in tags:
+        f, o = by.get(f"floor/{t}"), by.get(f"oneshot/{t}")
+        s, s4 = by.get(f"service/{t}"), by.get(f"service-4x/{t}")
+        g = by.get(f"service-gzip/{t}")
+        if not (f and o and s and s4 and g):
+            continue
+        ratio(f"{t}: one-shot CPU/row / floor CPU/row", o["cpu_us_per_row"], f["cpu_us_per_row"], 1.5)
+        ratio(f"{t}: service CPU/row / floor CPU/row", s["cpu_us_per_row"], f["cpu_us_per_row"], 1.5)
+        ratio(f"{t}: service-gzip CPU/row / floor CPU/row", g["cpu_us_per_row"], f["cpu_us_per_row"], 1.5)
+        ratio(f"{t}: one-shot wall / floor wall", o["wall_ms"], f["wall_ms"], 1.1)
+        ratio(f"{t}: service wall / floor wall", s["wall_ms"], f["wall_ms"], 1.1)
+        ratio(f"{t}: four-concurrent CPU/row / single service CPU/row",
+              s4["cpu_us_per_row"], s["cpu_us_per_row"], 1.1)
+        ratio(f"{t}: one-shot peak RSS MB (target <= 32)", o["max_rss_kb"] / 1024, 1, 32)
+    if len(tags) >= 2:
+        lo, hi = by.get(f"oneshot/{tags[0]}"), by.get(f"oneshot/{tags[-1]}")
+        if lo and hi:
+            ratio(f"one-shot RSS {tags[-1]} / RSS {tags[0]}", hi["max_rss_kb"], lo["max_rss_kb"], 1.2)
+
+    missing = [c for c in expected if c not in by]
+    if missing:
+        print(f"bench: missing results: {missing}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
