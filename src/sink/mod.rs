@@ -60,10 +60,35 @@ impl SinkError {
                 se.code().unwrap_or("error"),
                 se.message().unwrap_or("no message")
             ),
-            None => aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
+            None => error_chain(e),
         };
         SinkError::Remote(format!("{what}: {detail}"))
     }
+}
+
+/// An error and its sources as one short line. Not the SDK's debug
+/// context: for a credentials failure that holds the raw STS response.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    const MAX: usize = 400;
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let part = c.to_string();
+        if !s.contains(&part) {
+            s.push_str(": ");
+            s.push_str(&part);
+        }
+        cur = c.source();
+    }
+    if s.len() > MAX {
+        let cut = (0..=MAX)
+            .rev()
+            .find(|&i| s.is_char_boundary(i))
+            .unwrap_or(0);
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
 }
 
 /// The named destinations of the spec (exports.md "Destinations and ACLs").
