@@ -8,12 +8,11 @@
 use std::borrow::Cow;
 
 use async_trait::async_trait;
-use futures::TryStreamExt;
-use mongodb::bson::{doc, Document, RawDocumentBuf};
+use mongodb::bson::{doc, Document};
 
 use super::codes::codes_filter;
 use super::entry_rows::Markets;
-use super::raw::text_at;
+use super::raw::{next_batch, text_at, BATCH};
 use super::scoring_rows::{count, entries_by_user};
 use super::{ExportError, ExportType, FileFormat, Source};
 use crate::encode::CsvOut;
@@ -29,8 +28,6 @@ const COLUMNS: [&str; 6] = [
     "market",
     "Event_ID",
 ];
-
-const BATCH: usize = 1000;
 
 fn assigned() -> Document {
     doc! { "assignedTo": { "$exists": true, "$nin": [null, ""] } }
@@ -73,15 +70,10 @@ impl ExportType for CodeAssignments {
             .batch_size(BATCH as u32)
             .await
             .map_err(StoreError)?;
-        let mut batch: Vec<RawDocumentBuf> = Vec::with_capacity(BATCH);
         loop {
-            let next = cur.try_next().await.map_err(StoreError)?;
-            let end = next.is_none();
-            if let Some(c) = next {
-                batch.push(c);
-            }
-            if batch.len() < BATCH && !end {
-                continue;
+            let batch = next_batch(&mut cur).await?;
+            if batch.is_empty() {
+                return Ok(());
             }
             let ids: Vec<String> = batch
                 .iter()
@@ -109,10 +101,6 @@ impl ExportType for CodeAssignments {
                     event_ids,
                 ])
                 .await?;
-            }
-            batch.clear();
-            if end {
-                return Ok(());
             }
         }
     }

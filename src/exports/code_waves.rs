@@ -15,7 +15,7 @@ use mongodb::bson::{doc, oid::ObjectId, Bson, Document, RawDocumentBuf};
 
 use super::codes::codes_filter;
 use super::entry_rows::{users_by_id, Person};
-use super::raw::text_at;
+use super::raw::{next_batch, text_at, BATCH};
 use super::scoring_rows::{count, entries_by_user, scoring_filter};
 use super::{ExportError, ExportType, FileFormat, KeyParts, Source};
 use crate::encode::CsvOut;
@@ -25,7 +25,6 @@ use crate::store::{id_forms, Store, StoreError};
 pub struct CodeWaves;
 
 const COLUMNS: [&str; 5] = ["memberId", "code", "Mobile Phone", "locale", "market"];
-const BATCH: usize = 1000;
 
 /// This wave's assigned codes. The key is stored as a string; a numeric
 /// form is matched too.
@@ -105,15 +104,10 @@ impl ExportType for CodeWaves {
             .batch_size(BATCH as u32)
             .await
             .map_err(StoreError)?;
-        let mut batch: Vec<RawDocumentBuf> = Vec::with_capacity(BATCH);
         loop {
-            let next = cur.try_next().await.map_err(StoreError)?;
-            let end = next.is_none();
-            if let Some(c) = next {
-                batch.push(c);
-            }
-            if batch.len() < BATCH && !end {
-                continue;
+            let batch = next_batch(&mut cur).await?;
+            if batch.is_empty() {
+                return Ok(());
             }
             let ids: Vec<String> = batch
                 .iter()
@@ -153,10 +147,6 @@ impl ExportType for CodeWaves {
                     market,
                 ])
                 .await?;
-            }
-            batch.clear();
-            if end {
-                return Ok(());
             }
         }
     }

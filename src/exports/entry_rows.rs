@@ -9,12 +9,9 @@ use futures::TryStreamExt;
 use mongodb::bson::{doc, oid::ObjectId, Document, RawBsonRef, RawDocument, RawDocumentBuf};
 use mongodb::Cursor;
 
-use super::raw::{get, is_set, or_else, text, text_at};
+use super::raw::{get, is_set, next_batch, or_else, text, text_at, BATCH};
 use super::Source;
 use crate::store::{id_forms, Campaign, Market, Store, StoreError};
-
-/// Entries fetched per batch (one users query each).
-const BATCH: usize = 1000;
 
 /// The entry-row header (spec: exports.md "Entry row", order exact).
 pub const ENTRY_COLUMNS: [&str; 17] = [
@@ -170,13 +167,7 @@ impl<'s> EntryReader<'s> {
                 self.cursor = Some(cursor);
             }
             let cursor = self.cursor.as_mut().expect("cursor set above");
-            let mut entries = Vec::with_capacity(BATCH);
-            while entries.len() < BATCH {
-                match cursor.try_next().await? {
-                    Some(e) => entries.push(e),
-                    None => break,
-                }
-            }
+            let entries = next_batch(cursor).await?;
             if entries.is_empty() {
                 self.cursor = None;
                 self.market += 1;

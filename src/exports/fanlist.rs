@@ -13,7 +13,7 @@ use mongodb::bson::{doc, RawDocumentBuf};
 
 use super::entries::count_entries;
 use super::entry_rows::{additional_markets, join_users, Joined, Markets, Person};
-use super::raw::text_at;
+use super::raw::{text_at, BATCH};
 use super::{ExportError, ExportType, FileFormat, Source};
 use crate::encode::CsvOut;
 use crate::store::{id_forms, StoreError};
@@ -29,7 +29,6 @@ const COLUMNS: [&str; 7] = [
     "locale",
     "markets",
 ];
-const BATCH: usize = 1000;
 
 /// One user's entries seen so far: the first entry describes the person,
 /// every entry adds its markets.

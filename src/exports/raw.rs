@@ -3,7 +3,29 @@
 
 use std::borrow::Cow;
 
-use mongodb::bson::{RawBsonRef, RawDocument};
+use futures::TryStreamExt;
+use mongodb::bson::{RawBsonRef, RawDocument, RawDocumentBuf};
+use mongodb::Cursor;
+
+use crate::store::StoreError;
+
+/// Documents read per batch, and the size of each batched lookup.
+pub const BATCH: usize = 1000;
+
+/// The next `BATCH` documents of a cursor: fewer only at its end, none once
+/// it is exhausted.
+pub async fn next_batch(
+    cur: &mut Cursor<RawDocumentBuf>,
+) -> Result<Vec<RawDocumentBuf>, StoreError> {
+    let mut batch = Vec::with_capacity(BATCH);
+    while batch.len() < BATCH {
+        match cur.try_next().await? {
+            Some(d) => batch.push(d),
+            None => break,
+        }
+    }
+    Ok(batch)
+}
 
 /// The value at a dotted path (`["fields", "email"]`), if present.
 pub fn get<'a>(doc: &'a RawDocument, path: &[&str]) -> Option<RawBsonRef<'a>> {

@@ -11,11 +11,9 @@ use mongodb::bson::{doc, oid::ObjectId, Bson, Document, RawDocument, RawDocument
 use mongodb::Cursor;
 
 use super::entry_rows::{oid_of, users_by_id, Person};
-use super::raw::{get, text, text_at};
+use super::raw::{get, text, text_at, BATCH};
 use super::Source;
 use crate::store::{id_forms, Store, StoreError};
-
-const BATCH: usize = 1000;
 
 /// The index order of the scoring family.
 pub fn scoring_sort() -> Document {
