@@ -124,16 +124,16 @@ impl ExportType for CodeWaves {
                 let s = scoring.get(id);
                 let field =
                     |name: &str| s.map(|s| text_at(s, &[name])).unwrap_or(Cow::Borrowed(""));
-                let p = Person {
-                    entry: entries.get(id).map(|e| &**e),
-                    user: ObjectId::parse_str(id)
+                let p = Person::new(
+                    entries.get(id).map(|e| &**e),
+                    ObjectId::parse_str(id)
                         .ok()
                         .and_then(|o| users.get(&o))
                         .map(|u| &**u),
-                };
+                );
                 let mut locale = field("locale");
                 if locale.is_empty() {
-                    locale = p.entry.map(|e| text_at(e, &["locale"])).unwrap_or_default();
+                    locale = p.locale();
                 }
                 let mut market = field("market");
                 if market.is_empty() {

@@ -8,9 +8,9 @@ use async_trait::async_trait;
 use mongodb::bson::{doc, Document};
 
 use super::entry_rows::{
-    additional_markets, entry_cells, preference_cell, EntryReader, Markets, ENTRY_COLUMNS,
-    EVENT_ID, SELECT_SHOW,
+    preference_cell, EntryReader, Markets, Person, ENTRY_COLUMNS, EVENT_ID, SELECT_SHOW,
 };
+use super::raw::pick_into;
 use super::{ExportError, ExportType, FileFormat, Source};
 use crate::encode::CsvOut;
 use crate::store::id_forms;
@@ -42,19 +42,25 @@ impl ExportType for Entries {
         header.extend(prefs.iter().map(|p| format!("#{}.{}", p.kind, p.id)));
         out.header(&header).await?;
 
+        let pref_ids: Vec<&str> = prefs.iter().map(|p| p.id.as_str()).collect();
         let markets = Markets::new(&src.markets);
         let mut reader = EntryReader::new(src, doc! {});
         while let Some(batch) = reader.next_batch().await? {
             let market = &markets.views[batch.market];
             let mut row: Vec<Cow<'_, str>> = Vec::with_capacity(header.len());
+            let mut pref_values = vec![None; pref_ids.len()];
             for j in &batch.items {
-                let cells = entry_cells(&src.campaign, market, &j.entry, j.user.as_deref());
+                let p = Person::new(Some(&j.entry), j.user.as_deref());
                 row.clear();
-                row.extend(cells);
-                row.extend(prefs.iter().map(|p| preference_cell(&j.entry, &p.id)));
+                row.extend(p.entry_cells(&src.campaign, market));
+                pref_values.fill(None);
+                if let Some(fields) = p.fields {
+                    pick_into(fields, &pref_ids, &mut pref_values);
+                }
+                row.extend(pref_values.iter().map(|v| preference_cell(*v)));
                 out.row(&row).await?;
                 if src.params.include_all_markets {
-                    for id in additional_markets(&j.entry) {
+                    for id in p.additional_markets() {
                         // An id that names no market of the campaign has no
                         // show to describe: skipped.
                         if let Some(extra) = markets.get(&id) {

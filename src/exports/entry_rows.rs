@@ -9,7 +9,7 @@ use futures::TryStreamExt;
 use mongodb::bson::{doc, oid::ObjectId, Document, RawBsonRef, RawDocument, RawDocumentBuf};
 use mongodb::Cursor;
 
-use super::raw::{get, is_set, next_batch, or_else, text, text_at, BATCH};
+use super::raw::{doc_of, get, next_batch, or_else, pick, set, text, BATCH};
 use super::Source;
 use crate::store::{id_forms, Campaign, Market, Store, StoreError};
 
@@ -237,59 +237,167 @@ pub fn oid_of(v: RawBsonRef<'_>) -> Option<ObjectId> {
     }
 }
 
-/// The person fields of an entry row, for types that read them without a
-/// market (entry absent → the user's values only).
+/// The fields of an entry and its user that rows read, for types with or
+/// without a market (entry absent → the user's values only). Built in one
+/// pass per sub-document ([`pick`]); each accessor is then a lookup-free
+/// choice between the picked values.
 pub struct Person<'a> {
-    pub entry: Option<&'a RawDocument>,
-    pub user: Option<&'a RawDocument>,
+    user_id: Option<RawBsonRef<'a>>,
+    created: Option<RawBsonRef<'a>>,
+    phone_confirmed: Option<RawBsonRef<'a>>,
+    ip_address: Option<RawBsonRef<'a>>,
+    ip_postal_code: Option<RawBsonRef<'a>>,
+    locale: Option<RawBsonRef<'a>>,
+    email: Option<RawBsonRef<'a>>,
+    first_name: Option<RawBsonRef<'a>>,
+    last_name: Option<RawBsonRef<'a>>,
+    phone: Option<RawBsonRef<'a>>,
+    /// The entry's `fields` (preferences, additional markets).
+    pub fields: Option<&'a RawDocument>,
+    tm: Ticketmaster<'a>,
+}
+
+/// The user's `integrations.ticketmaster` values.
+struct Ticketmaster<'a> {
+    id: Option<RawBsonRef<'a>>,
+    global_user_id: Option<RawBsonRef<'a>>,
+    member_id: Option<RawBsonRef<'a>>,
+    email: Option<RawBsonRef<'a>>,
+    phone: Option<RawBsonRef<'a>>,
+    postal_code: Option<RawBsonRef<'a>>,
+    first: Option<RawBsonRef<'a>>,
+    last: Option<RawBsonRef<'a>>,
+}
+
+impl<'a> Ticketmaster<'a> {
+    fn of(user: Option<&'a RawDocument>) -> Self {
+        let [integrations] = pick(user, ["integrations"]);
+        let [tm] = pick(doc_of(integrations), ["ticketmaster"]);
+        let [id, global_user_id, member_id, email, phone, postal_code, name] = pick(
+            doc_of(tm),
+            [
+                "id",
+                "globalUserId",
+                "member_id",
+                "email",
+                "phone",
+                "postalCode",
+                "name",
+            ],
+        );
+        let [first, last] = pick(doc_of(name), ["first", "last"]);
+        Self {
+            id,
+            global_user_id,
+            member_id,
+            email,
+            phone,
+            postal_code,
+            first,
+            last,
+        }
+    }
 }
 
 impl<'a> Person<'a> {
-    fn entry_text(&self, path: &[&str]) -> Cow<'a, str> {
-        self.entry
-            .map(|e| text_at(e, path))
-            .unwrap_or(Cow::Borrowed(""))
+    pub fn new(entry: Option<&'a RawDocument>, user: Option<&'a RawDocument>) -> Self {
+        let [id, fields, origin, date, locale] =
+            pick(entry, ["_id", "fields", "origin", "date", "locale"]);
+        let [user_id] = pick(doc_of(id), ["user_id"]);
+        let fields = doc_of(fields);
+        let [email, first_name, last_name, phone] =
+            pick(fields, ["email", "first_name", "last_name", "phone"]);
+        let [ip] = pick(doc_of(origin), ["ip"]);
+        let [ip_address, ip_postal_code] = pick(doc_of(ip), ["address", "postalCode"]);
+        let [created, phone_confirmed] = pick(doc_of(date), ["created", "phoneConfirmed"]);
+        Self {
+            user_id,
+            created,
+            phone_confirmed,
+            ip_address,
+            ip_postal_code,
+            locale,
+            email,
+            first_name,
+            last_name,
+            phone,
+            fields,
+            tm: Ticketmaster::of(user),
+        }
+    }
+    /// The entry's `locale`.
+    pub fn locale(&self) -> Cow<'a, str> {
+        text(self.locale)
     }
     /// Entry `fields.email`, else the user's ticketmaster email.
     pub fn email(&self) -> Cow<'a, str> {
-        or_else(self.entry_text(&["fields", "email"]), || {
-            tm(self.user, &["email"])
-        })
+        or_else(text(self.email), || text(self.tm.email))
     }
     /// The user's ticketmaster first name, else the entry's.
     pub fn first_name(&self) -> Cow<'a, str> {
-        or_else(tm(self.user, &["name", "first"]), || {
-            self.entry_text(&["fields", "first_name"])
-        })
+        or_else(text(self.tm.first), || text(self.first_name))
     }
     pub fn last_name(&self) -> Cow<'a, str> {
-        or_else(tm(self.user, &["name", "last"]), || {
-            self.entry_text(&["fields", "last_name"])
-        })
+        or_else(text(self.tm.last), || text(self.last_name))
     }
     /// Entry `fields.phone`, else the user's ticketmaster phone.
     pub fn phone(&self) -> Cow<'a, str> {
-        or_else(self.entry_text(&["fields", "phone"]), || {
-            tm(self.user, &["phone"])
-        })
+        or_else(text(self.phone), || text(self.tm.phone))
     }
     /// Entry `origin.ip.postalCode`, else the user's ticketmaster one.
     pub fn zip(&self) -> Cow<'a, str> {
-        or_else(self.entry_text(&["origin", "ip", "postalCode"]), || {
-            tm(self.user, &["postalCode"])
-        })
+        or_else(text(self.ip_postal_code), || text(self.tm.postal_code))
+    }
+
+    /// The 17 entry-row cells (spec: exports.md "Entry row").
+    pub fn entry_cells(
+        &self,
+        campaign: &'a Campaign,
+        market: &'a MarketView,
+    ) -> [Cow<'a, str>; 17] {
+        [
+            text(self.user_id),
+            Cow::Borrowed(campaign.name.as_str()),
+            text(self.created),
+            text(self.tm.id),
+            text(self.tm.global_user_id),
+            text(self.ip_address),
+            self.email(),
+            self.first_name(),
+            self.last_name(),
+            self.zip(),
+            self.phone(),
+            text(self.tm.member_id),
+            Cow::Borrowed(market.select_show.as_str()),
+            Cow::Borrowed(market.event_ids.as_str()),
+            self.locale(),
+            Cow::Borrowed(campaign.id.as_str()),
+            Cow::Borrowed(if set(self.phone_confirmed) {
+                "true"
+            } else {
+                "false"
+            }),
+        ]
+    }
+
+    /// Ids in the entry's `fields.additionalMarkets`.
+    pub fn additional_markets(&self) -> Vec<Cow<'a, str>> {
+        let [v] = pick(self.fields, ["additionalMarkets"]);
+        ids_in(v)
     }
 }
 
-const TM: [&str; 2] = ["integrations", "ticketmaster"];
+/// Ids in the entry's `fields.additionalMarkets`.
+pub fn additional_markets(entry: &RawDocument) -> Vec<Cow<'_, str>> {
+    ids_in(get(entry, &["fields", "additionalMarkets"]))
+}
 
-fn tm<'a>(user: Option<&'a RawDocument>, field: &[&str]) -> Cow<'a, str> {
-    let Some(u) = user else {
-        return Cow::Borrowed("");
-    };
-    let mut path: Vec<&str> = TM.to_vec();
-    path.extend_from_slice(field);
-    text_at(u, &path)
+/// The elements of an array value as text (nothing for a non-array).
+fn ids_in(v: Option<RawBsonRef<'_>>) -> Vec<Cow<'_, str>> {
+    match v {
+        Some(RawBsonRef::Array(a)) => a.into_iter().flatten().map(|v| text(Some(v))).collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// Column indexes of the entry row used by the narrower types.
@@ -301,55 +409,22 @@ pub const ZIP_CODE: usize = 9;
 pub const MOBILE_PHONE: usize = 10;
 pub const LOCALE: usize = 14;
 
-/// The 17 entry-row cells (spec: exports.md "Entry row").
+/// The 17 entry-row cells of an entry and its user.
 pub fn entry_cells<'a>(
     campaign: &'a Campaign,
     market: &'a MarketView,
     entry: &'a RawDocument,
     user: Option<&'a RawDocument>,
 ) -> [Cow<'a, str>; 17] {
-    let p = Person {
-        entry: Some(entry),
-        user,
-    };
-    [
-        text_at(entry, &["_id", "user_id"]),
-        Cow::Borrowed(campaign.name.as_str()),
-        text_at(entry, &["date", "created"]),
-        tm(user, &["id"]),
-        tm(user, &["globalUserId"]),
-        text_at(entry, &["origin", "ip", "address"]),
-        p.email(),
-        p.first_name(),
-        p.last_name(),
-        p.zip(),
-        p.phone(),
-        tm(user, &["member_id"]),
-        Cow::Borrowed(market.select_show.as_str()),
-        Cow::Borrowed(market.event_ids.as_str()),
-        text_at(entry, &["locale"]),
-        Cow::Borrowed(campaign.id.as_str()),
-        Cow::Borrowed(if is_set(entry, &["date", "phoneConfirmed"]) {
-            "true"
-        } else {
-            "false"
-        }),
-    ]
+    Person::new(Some(entry), user).entry_cells(campaign, market)
 }
 
-/// A preference cell: the entry's `fields[pref.id]`, `false` when missing.
-pub fn preference_cell<'a>(entry: &'a RawDocument, pref_id: &str) -> Cow<'a, str> {
-    match get(entry, &["fields", pref_id]) {
+/// A preference cell from the picked value of `fields[pref.id]`: `false`
+/// when missing.
+pub fn preference_cell(v: Option<RawBsonRef<'_>>) -> Cow<'_, str> {
+    match v {
         None | Some(RawBsonRef::Null) => Cow::Borrowed("false"),
         v => text(v),
-    }
-}
-
-/// Ids in the entry's `fields.additionalMarkets`.
-pub fn additional_markets(entry: &RawDocument) -> Vec<Cow<'_, str>> {
-    match get(entry, &["fields", "additionalMarkets"]) {
-        Some(RawBsonRef::Array(a)) => a.into_iter().flatten().map(|v| text(Some(v))).collect(),
-        _ => Vec::new(),
     }
 }
 

@@ -52,10 +52,7 @@ fn add_markets(list: &mut Vec<usize>, entry: &RawDocumentBuf, markets: &Markets)
 
 impl Group {
     async fn write(self, out: &mut CsvOut, markets: &Markets) -> Result<(), ExportError> {
-        let p = Person {
-            entry: Some(&self.first.entry),
-            user: self.first.user.as_deref(),
-        };
+        let p = Person::new(Some(&self.first.entry), self.first.user.as_deref());
         let names: Vec<&str> = self
             .markets
             .iter()

@@ -36,10 +36,7 @@ pub struct Scored {
 
 impl Scored {
     pub fn person(&self) -> Person<'_> {
-        Person {
-            entry: self.entry.as_deref(),
-            user: self.user.as_deref(),
-        }
+        Person::new(self.entry.as_deref(), self.user.as_deref())
     }
     /// The scoring document's field as text.
     pub fn field(&self, name: &str) -> Cow<'_, str> {
