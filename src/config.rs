@@ -130,8 +130,10 @@ pub struct Settings {
     /// On SIGTERM, how long in-flight exports may finish (s).
     #[arg(long, env = "DRAIN_TIMEOUT_SECS", default_value_t = 540)]
     pub drain_timeout_secs: u64,
-    /// S3 multipart part size in MiB (ours; S3 minimum 5).
-    #[arg(long, env = "S3_PART_SIZE_MIB", default_value_t = 8)]
+    /// S3 multipart part size in MiB (ours; S3 minimum 5). Two part
+    /// buffers per upload are most of an export's memory; 5 MiB parts still
+    /// allow 48 GiB objects (10,000 parts).
+    #[arg(long, env = "S3_PART_SIZE_MIB", default_value_t = 5)]
     pub s3_part_size_mib: usize,
     /// Enable /dev/* routes (never in production).
     #[arg(long, env = "DEV_ROUTES", default_value_t = false, action = clap::ArgAction::Set)]
