@@ -411,7 +411,15 @@ async fn an_s3_failure_mid_upload_fails_the_export_and_leaves_nothing() {
         eprintln!("skipped: needs an S3 endpoint to put the fault proxy in front of");
         return;
     };
-    let proxy = common::fault_proxy(upstream, "partNumber=").await;
+    let proxy = common::faults::proxy(
+        upstream,
+        vec![common::faults::Rule {
+            when: |pq, _| pq.contains("partNumber="),
+            status: 500,
+            body: common::faults::S3_INTERNAL_ERROR,
+        }],
+    )
+    .await;
     let app = TestApp::spawn_with(&[("aws-endpoint-url", &proxy), ("max-attempts", "1")]).await;
     seed(&app, "c1", true).await;
     let r = app

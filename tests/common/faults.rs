@@ -1,5 +1,6 @@
-//! Fault injection in front of the AWS endpoint: an HTTP proxy that answers
-//! chosen requests with a chosen error and forwards everything else.
+//! The tests' HTTP proxy in front of the AWS endpoint: it records requests
+//! or answers chosen ones with a chosen error (fault injection), and
+//! forwards everything else.
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
@@ -34,22 +35,62 @@ pub const DENY_ASSUME_ROLE: Rule = Rule {
     body: STS_ACCESS_DENIED,
 };
 
-/// Start the proxy in front of `upstream`; returns its base URL.
+/// S3's answer to a request it failed on its side (the SDK retries it).
+pub const S3_INTERNAL_ERROR: &str =
+    "<Error><Code>InternalError</Code><Message>injected</Message></Error>";
+
+/// A request as the proxy's hook sees it.
+pub struct Request<'a> {
+    pub method: &'a Method,
+    /// Path and query string.
+    pub pq: &'a str,
+    pub headers: &'a HeaderMap,
+    pub body: &'a [u8],
+}
+
+/// An answer the hook gives in place of the upstream: (status, XML body).
+pub type Answer = (u16, &'static str);
+
+/// Start the proxy in front of `upstream` answering requests that match a
+/// rule with the first matching rule's error; returns its base URL.
 pub async fn proxy(upstream: String, rules: Vec<Rule>) -> String {
+    forward(upstream, move |r| {
+        rules
+            .iter()
+            .find(|rule| (rule.when)(r.pq, r.body))
+            .map(|rule| (rule.status, rule.body))
+    })
+    .await
+}
+
+/// The one forwarding proxy of the tests: `hook` sees every request first
+/// (to record it, or to answer it itself); what it does not answer is
+/// forwarded unchanged. Returns the proxy's base URL.
+pub async fn forward<F>(upstream: String, hook: F) -> String
+where
+    F: Fn(&Request<'_>) -> Option<Answer> + Send + Sync + 'static,
+{
+    let hook = std::sync::Arc::new(hook);
     let client = reqwest::Client::new();
     let handler = move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-        let (client, upstream, rules) = (client.clone(), upstream.clone(), rules.clone());
+        let (client, upstream, hook) = (client.clone(), upstream.clone(), hook.clone());
         async move {
             let pq = uri
                 .path_and_query()
                 .map(|p| p.as_str())
                 .unwrap_or("/")
                 .to_string();
-            if let Some(r) = rules.iter().find(|r| (r.when)(&pq, &body)) {
+            let seen = Request {
+                method: &method,
+                pq: &pq,
+                headers: &headers,
+                body: &body,
+            };
+            if let Some((status, answer)) = hook(&seen) {
                 let mut h = HeaderMap::new();
                 h.insert("content-type", HeaderValue::from_static("text/xml"));
-                let status = StatusCode::from_u16(r.status).unwrap();
-                return (status, h, r.body).into_response();
+                let status = StatusCode::from_u16(status).unwrap();
+                return (status, h, answer).into_response();
             }
             let mut req = client.request(method, format!("{upstream}{pq}")).body(body);
             for (k, v) in headers.iter() {

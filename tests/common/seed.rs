@@ -311,59 +311,30 @@ pub struct Seen {
 /// A proxy in front of the AWS endpoint that records each request's
 /// method, path and signing access key id, and forwards it unchanged.
 pub async fn recording_proxy(upstream: String) -> (String, Arc<Mutex<Vec<Seen>>>) {
-    use axum::body::Bytes;
-    use axum::http::{HeaderMap, Method, Uri};
-    use axum::response::IntoResponse;
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let client = reqwest::Client::new();
     let log = seen.clone();
-    let handler = move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-        let (client, upstream, log) = (client.clone(), upstream.clone(), log.clone());
-        async move {
-            let pq = uri
-                .path_and_query()
-                .map(|p| p.as_str())
-                .unwrap_or("/")
-                .to_string();
-            let auth = headers
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            let access_key = auth
-                .split("Credential=")
-                .nth(1)
-                .and_then(|c| c.split('/').next())
-                .unwrap_or("")
-                .to_string();
-            log.lock().unwrap().push(Seen {
-                method: method.to_string(),
-                path: uri.path().to_string(),
-                access_key,
-                body_has_assume_role: String::from_utf8_lossy(&body).contains("Action=AssumeRole"),
-            });
-            let mut req = client.request(method, format!("{upstream}{pq}")).body(body);
-            for (k, v) in headers.iter() {
-                if k != "host" && k != "content-length" {
-                    req = req.header(k, v);
-                }
-            }
-            let res = req.send().await.unwrap();
-            let status = res.status();
-            let mut out = HeaderMap::new();
-            for (k, v) in res.headers() {
-                if k != "content-length" && k != "transfer-encoding" {
-                    out.insert(k, v.clone());
-                }
-            }
-            let body = res.bytes().await.unwrap();
-            (status, out, body).into_response()
-        }
-    };
-    let app = axum::Router::new().fallback(handler);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (format!("http://127.0.0.1:{port}"), seen)
+    let url = super::faults::forward(upstream, move |r| {
+        let auth = r
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let access_key = auth
+            .split("Credential=")
+            .nth(1)
+            .and_then(|c| c.split('/').next())
+            .unwrap_or("")
+            .to_string();
+        log.lock().unwrap().push(Seen {
+            method: r.method.to_string(),
+            path: r.pq.split('?').next().unwrap_or("").to_string(),
+            access_key,
+            body_has_assume_role: super::faults::is_assume_role("", r.body),
+        });
+        None
+    })
+    .await;
+    (url, seen)
 }
 
 /// The stand-in AWS endpoint, when the tests run against one.
