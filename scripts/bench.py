@@ -18,6 +18,7 @@ a run fails or a JSON line is missing; timings are never asserted.
 import argparse
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -238,4 +239,6 @@ def main():
 
 
 if __name__ == "__main__":
+    # SIGTERM unwinds like Ctrl-C, so each case's `finally` stops its service.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sys.exit(main())
