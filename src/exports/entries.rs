@@ -8,7 +8,8 @@ use async_trait::async_trait;
 use mongodb::bson::{doc, Document};
 
 use super::entry_rows::{
-    preference_cell, EntryReader, Markets, Person, ENTRY_COLUMNS, EVENT_ID, SELECT_SHOW,
+    additional_markets, preference_cell, EntryReader, Markets, Person, ENTRY_COLUMNS, EVENT_ID,
+    SELECT_SHOW,
 };
 use super::raw::pick_into;
 use super::{ExportError, ExportType, FileFormat, Source};
@@ -60,7 +61,7 @@ impl ExportType for Entries {
                 row.extend(pref_values.iter().map(|v| preference_cell(*v)));
                 out.row(&row).await?;
                 if src.params.include_all_markets {
-                    for id in p.additional_markets() {
+                    for id in additional_markets(&j.entry) {
                         // An id that names no market of the campaign has no
                         // show to describe: skipped.
                         if let Some(extra) = markets.get(&id) {

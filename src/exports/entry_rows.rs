@@ -379,22 +379,11 @@ impl<'a> Person<'a> {
             }),
         ]
     }
-
-    /// Ids in the entry's `fields.additionalMarkets`.
-    pub fn additional_markets(&self) -> Vec<Cow<'a, str>> {
-        let [v] = pick(self.fields, ["additionalMarkets"]);
-        ids_in(v)
-    }
 }
 
 /// Ids in the entry's `fields.additionalMarkets`.
 pub fn additional_markets(entry: &RawDocument) -> Vec<Cow<'_, str>> {
-    ids_in(get(entry, &["fields", "additionalMarkets"]))
-}
-
-/// The elements of an array value as text (nothing for a non-array).
-fn ids_in(v: Option<RawBsonRef<'_>>) -> Vec<Cow<'_, str>> {
-    match v {
+    match get(entry, &["fields", "additionalMarkets"]) {
         Some(RawBsonRef::Array(a)) => a.into_iter().flatten().map(|v| text(Some(v))).collect(),
         _ => Vec::new(),
     }
