@@ -120,6 +120,32 @@ impl Outputs for OneShotOutputs {
     }
 }
 
+/// The source of an export outside the queue: the campaign and its markets,
+/// a fresh export id, created now. Also the benchmark floor's (`vf-floor`),
+/// so the floor reads exactly what the one-shot reads.
+pub async fn load_source(
+    cfg: &Config,
+    campaign_id: &str,
+    params: Params,
+) -> anyhow::Result<Source> {
+    let store = Store::connect(&cfg.mongodb_uri, &cfg.mongodb_db).await?;
+    let campaign = store
+        .campaign(campaign_id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("campaign {campaign_id} not found"))?;
+    let markets = store.markets_of(campaign_id).await?;
+    Ok(Source {
+        store,
+        campaign,
+        markets,
+        params,
+        export_id: mongodb::bson::oid::ObjectId::new().to_hex(),
+        created: chrono::Utc::now(),
+        max_rows_per_file: cfg.max_rows_per_file,
+        sinks: Sinks::new(cfg, sdk_config(cfg).await),
+    })
+}
+
 /// Run one export; prints where it went and the row count.
 pub async fn run(cfg: &Config, req: Request) -> anyhow::Result<()> {
     let registry = Registry::new();
@@ -133,27 +159,11 @@ pub async fn run(cfg: &Config, req: Request) -> anyhow::Result<()> {
     if req.params.gzip && ty.shape() != Shape::Csv {
         anyhow::bail!("--gzip applies to single-CSV export types only");
     }
-    let store = Store::connect(&cfg.mongodb_uri, &cfg.mongodb_db).await?;
-    let campaign = store
-        .campaign(&req.campaign)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("campaign {} not found", req.campaign))?;
-    let markets = store.markets_of(&req.campaign).await?;
-    if ty.needs_markets() && markets.is_empty() {
+    let src = load_source(cfg, &req.campaign, req.params.clone()).await?;
+    if ty.needs_markets() && src.markets.is_empty() {
         anyhow::bail!("campaign {} has no markets", req.campaign);
     }
-    let sinks = Sinks::new(cfg, sdk_config(cfg).await);
-    let export_id = mongodb::bson::oid::ObjectId::new().to_hex();
-    let src = Source {
-        store,
-        campaign,
-        markets,
-        params: req.params.clone(),
-        export_id,
-        created: chrono::Utc::now(),
-        max_rows_per_file: cfg.max_rows_per_file,
-        sinks: sinks.clone(),
-    };
+    let sinks = src.sinks.clone();
     let many = ty.shape() == Shape::Objects;
     let out = req.out.clone().unwrap_or_else(|| {
         let ext = if ty.shape() == Shape::Zip {

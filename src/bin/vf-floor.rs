@@ -12,9 +12,8 @@ use clap::Parser;
 use mongodb::bson::{doc, RawBsonRef, RawDocument};
 use vf_export::config::{Needs, Settings};
 use vf_export::exports::entry_rows::EntryReader;
-use vf_export::exports::{Params, Source};
-use vf_export::sink::{sdk_config, Sinks};
-use vf_export::store::Store;
+use vf_export::exports::Params;
+use vf_export::oneshot::load_source;
 
 #[derive(Parser)]
 #[command(about = "Read an entries export's documents and discard them (benchmark floor)")]
@@ -51,22 +50,7 @@ fn walk(doc: &RawDocument, acc: &mut u64) -> Result<(), mongodb::bson::raw::Erro
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let cfg = args.settings.validate(Needs::MongoOnly)?;
-    let store = Store::connect(&cfg.mongodb_uri, &cfg.mongodb_db).await?;
-    let campaign = store
-        .campaign(&args.campaign)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("campaign {} not found", args.campaign))?;
-    let markets = store.markets_of(&args.campaign).await?;
-    let src = Source {
-        store,
-        campaign,
-        markets,
-        params: Params::default(),
-        export_id: mongodb::bson::oid::ObjectId::new().to_hex(),
-        created: chrono::Utc::now(),
-        max_rows_per_file: cfg.max_rows_per_file,
-        sinks: Sinks::new(&cfg, sdk_config(&cfg).await),
-    };
+    let src = load_source(&cfg, &args.campaign, Params::default()).await?;
     let t0 = Instant::now();
     let (mut rows, mut users, mut acc) = (0u64, 0u64, 0u64);
     let mut reader = EntryReader::new(&src, doc! {});
@@ -89,16 +73,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn main() -> ExitCode {
-    let args = Args::parse();
-    let rt = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("vf-floor: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(args)) {
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Args::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vf-floor: {e}");
