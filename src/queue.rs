@@ -74,14 +74,17 @@ pub struct Progress {
     pub expected_rows: Option<i64>,
 }
 
-/// An open multipart upload, recorded so whoever reclaims the export can
-/// abort it if its owner died.
+/// A multipart upload, recorded so whoever reclaims the export can abort it
+/// if its owner died. The bucket and key are recorded before the upload is
+/// started (no id yet): an owner killed between S3 creating the upload and
+/// recording its id still leaves the key to find it by.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UploadRef {
     pub bucket: String,
     pub key: String,
-    pub upload_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -15,7 +15,7 @@ use tracing::Instrument;
 use crate::exports::{
     produce, ExportError, Outputs, Params, Progress, Registry, S3Outputs, Source,
 };
-use crate::queue::{ExportRecord, Queue, Status};
+use crate::queue::{ExportRecord, Queue, Status, UploadRef};
 use crate::shutdown::Shutdown;
 use crate::sink::{BoxRead, BoxWrite, DestKind, ObjectSpec, Sinks, Upload, Uploaded};
 use crate::store::Store;
@@ -348,6 +348,21 @@ impl Outputs for QueuedOutputs<'_> {
         dest: DestKind,
         spec: &ObjectSpec,
     ) -> Result<(BoxWrite, Upload), ExportError> {
+        // Record where the upload will be before starting it: if this
+        // process dies before the id is recorded, whoever reclaims the
+        // export still finds the upload by its key.
+        let intent = UploadRef {
+            bucket: self.s3.sinks.destination(dest).await?.bucket,
+            key: spec.key.clone(),
+            upload_id: None,
+        };
+        if !self
+            .queue
+            .record_upload(self.id, self.owner, Some(&intent))
+            .await?
+        {
+            return Err(ExportError::LeaseLost);
+        }
         let (w, upload) = self.s3.open(dest, spec).await?;
         if !self
             .queue

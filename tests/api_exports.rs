@@ -249,6 +249,17 @@ async fn insert_stuck(
 
 #[tokio::test]
 async fn a_lapsed_lease_is_reclaimed_and_finished_once() {
+    reclaim_after_a_dead_owner(true).await;
+}
+
+/// The owner was killed after S3 created its upload but before it recorded
+/// the upload's id: only the key is on the export.
+#[tokio::test]
+async fn an_upload_whose_id_was_never_recorded_is_aborted_on_reclaim() {
+    reclaim_after_a_dead_owner(false).await;
+}
+
+async fn reclaim_after_a_dead_owner(id_recorded: bool) {
     let app = TestApp::spawn().await;
     let cid = "c2";
     seed_edge_campaign(&app, cid).await;
@@ -263,8 +274,19 @@ async fn a_lapsed_lease_is_reclaimed_and_finished_once() {
         .await
         .unwrap();
     assert_eq!(app.open_uploads(&app.buckets.exports).await, 1);
-    let upload =
-        doc! { "bucket": &app.buckets.exports, "key": key, "uploadId": up.upload_id().unwrap() };
+    // An upload at another key is not this export's: it stays open.
+    let other = app
+        .s3
+        .create_multipart_upload()
+        .bucket(&app.buckets.exports)
+        .key(format!("{key}.other"))
+        .send()
+        .await
+        .unwrap();
+    let mut upload = doc! { "bucket": &app.buckets.exports, "key": key };
+    if id_recorded {
+        upload.insert("uploadId", up.upload_id().unwrap());
+    }
     let id = insert_stuck(&app, cid, 1, DateTime::now(), 1, Some(upload)).await;
 
     let done = app.wait_done(cid, &id.to_hex(), WAIT).await;
@@ -281,7 +303,15 @@ async fn a_lapsed_lease_is_reclaimed_and_finished_once() {
     assert!(
         raw.get("activeKey").is_none() && raw.get("lease").is_none() && raw.get("upload").is_none()
     );
-    assert_eq!(app.open_uploads(&app.buckets.exports).await, 0);
+    assert_eq!(app.open_uploads(&app.buckets.exports).await, 1);
+    app.s3
+        .abort_multipart_upload()
+        .bucket(&app.buckets.exports)
+        .key(format!("{key}.other"))
+        .upload_id(other.upload_id().unwrap())
+        .send()
+        .await
+        .unwrap();
     // Exactly one object: the export's own.
     assert_eq!(
         app.object_keys(&app.buckets.exports).await,

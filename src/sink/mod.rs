@@ -284,25 +284,46 @@ impl Sinks {
         Ok(req.uri().to_string())
     }
 
-    /// Abort a multipart upload left open by a worker that died. A missing
-    /// upload counts as aborted.
+    /// Abort what a worker that died left open at `up.key`: the recorded
+    /// upload, and any other open upload at exactly that key (the owner
+    /// records the key before starting the upload, and may have died before
+    /// recording the id). Keys are one per export, so every upload at the
+    /// key is this export's. A missing upload counts as aborted.
     pub async fn abort_orphan(&self, up: &UploadRef) -> Result<(), SinkError> {
         let client = self.client_for_bucket(&up.bucket).await;
-        match client
-            .abort_multipart_upload()
-            .bucket(&up.bucket)
-            .key(&up.key)
-            .upload_id(&up.upload_id)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if is_no_such_upload(&e) => Ok(()),
-            Err(e) => Err(SinkError::remote(
-                &format!("abort upload in {}", up.bucket),
-                &e,
-            )),
+        let mut ids: Vec<String> = up.upload_id.iter().cloned().collect();
+        match open_uploads_at(&client, &up.bucket, &up.key).await {
+            Ok(found) => ids.extend(
+                found
+                    .into_iter()
+                    .filter(|id| up.upload_id.as_ref() != Some(id)),
+            ),
+            // A partner bucket may not grant listing: the recorded upload is
+            // still aborted, and the bucket's lifecycle rule ends the rest.
+            Err(e) => {
+                tracing::warn!(error = %e, bucket = %up.bucket, "could not list open uploads")
+            }
         }
+        for id in ids {
+            match client
+                .abort_multipart_upload()
+                .bucket(&up.bucket)
+                .key(&up.key)
+                .upload_id(&id)
+                .send()
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if is_no_such_upload(&e) => {}
+                Err(e) => {
+                    return Err(SinkError::remote(
+                        &format!("abort upload in {}", up.bucket),
+                        &e,
+                    ))
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The client whose credentials can write `bucket`.
@@ -316,6 +337,39 @@ impl Sinks {
             }
         }
         self.inner.base.clone()
+    }
+}
+
+/// Ids of the multipart uploads open at exactly `key`.
+async fn open_uploads_at(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> Result<Vec<String>, SinkError> {
+    let (mut ids, mut markers) = (Vec::new(), (None, None));
+    loop {
+        let out = client
+            .list_multipart_uploads()
+            .bucket(bucket)
+            .prefix(key)
+            .set_key_marker(markers.0)
+            .set_upload_id_marker(markers.1)
+            .send()
+            .await
+            .map_err(|e| SinkError::remote(&format!("list uploads in {bucket}"), &e))?;
+        ids.extend(
+            out.uploads()
+                .iter()
+                .filter(|u| u.key() == Some(key))
+                .filter_map(|u| u.upload_id().map(str::to_string)),
+        );
+        if out.is_truncated() != Some(true) {
+            return Ok(ids);
+        }
+        markers = (
+            out.next_key_marker().map(str::to_string),
+            out.next_upload_id_marker().map(str::to_string),
+        );
     }
 }
 

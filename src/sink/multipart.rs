@@ -48,7 +48,7 @@ pub(super) async fn open(
     let info = UploadRef {
         bucket: dest.bucket.clone(),
         key: spec.key.clone(),
-        upload_id,
+        upload_id: Some(upload_id),
     };
     let (writer, reader) = pipe();
     let (commit_tx, commit_rx) = oneshot::channel();
@@ -117,7 +117,7 @@ impl Parts {
                 .upload_part()
                 .bucket(&info.bucket)
                 .key(&info.key)
-                .upload_id(&info.upload_id)
+                .set_upload_id(info.upload_id.clone())
                 .part_number(n)
                 .body(ByteStream::from(data.clone()))
                 // No SHA-256 of every part for SigV4: it was an eighth of an
@@ -145,7 +145,7 @@ impl Parts {
             .complete_multipart_upload()
             .bucket(&self.info.bucket)
             .key(&self.info.key)
-            .upload_id(&self.info.upload_id)
+            .set_upload_id(self.info.upload_id.clone())
             .multipart_upload(
                 CompletedMultipartUpload::builder()
                     .set_parts(Some(std::mem::take(&mut self.done)))
@@ -172,7 +172,7 @@ impl Parts {
             .abort_multipart_upload()
             .bucket(&self.info.bucket)
             .key(&self.info.key)
-            .upload_id(&self.info.upload_id)
+            .set_upload_id(self.info.upload_id.clone())
             .send()
             .await;
         if let Err(e) = r {
