@@ -11,7 +11,16 @@ use vf_export::{shutdown, telemetry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Runtime::new() {
+    // The one-shot runs one export: one thread holds less memory (one
+    // malloc arena, one stack) and needs no cross-thread wake-ups. The
+    // service runs several exports beside its HTTP server on all cores.
+    let rt = match &cli.command {
+        Command::Export(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        _ => tokio::runtime::Runtime::new(),
+    };
+    let rt = match rt {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("vf-export: cannot start the runtime: {e}");
