@@ -12,12 +12,14 @@
 //!   the lease, so a worker that lost its export cannot overwrite the new
 //!   owner's result.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::TryStreamExt;
 use mongodb::bson::{self, doc, oid::ObjectId, Bson, DateTime, Document};
 use mongodb::options::ReturnDocument;
 use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
 
 use crate::store::{Store, StoreError};
 
@@ -216,11 +218,24 @@ fn inactive_unset() -> Document {
 #[derive(Clone, Debug)]
 pub struct Queue {
     store: Store,
+    /// Wakes this process's idle worker when this process enqueues: an
+    /// export requested here starts at once, not at the next poll (other
+    /// processes find it by polling).
+    enqueued: Arc<Notify>,
 }
 
 impl Queue {
     pub fn new(store: Store) -> Self {
-        Self { store }
+        Self {
+            store,
+            enqueued: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Resolves when this handle (or a clone) has enqueued an export since
+    /// the last call.
+    pub async fn enqueued(&self) {
+        self.enqueued.notified().await
     }
 
     fn coll(&self) -> mongodb::Collection<Document> {
@@ -264,7 +279,10 @@ impl Queue {
                 "progress": { "rowsWritten": 0i64, "bytesWritten": 0i64, "expectedRows": Bson::Null },
             };
             match self.coll().insert_one(d.clone()).await {
-                Ok(_) => return Ok((decode(d)?, true)),
+                Ok(_) => {
+                    self.enqueued.notify_one();
+                    return Ok((decode(d)?, true));
+                }
                 Err(e) if is_duplicate_key(&e) => {
                     if let Some(existing) = self
                         .coll()

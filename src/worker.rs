@@ -109,6 +109,7 @@ impl Worker {
             }
             tokio::select! {
                 _ = tokio::time::sleep(s.poll) => {},
+                _ = self.queue.enqueued() => {},
                 _ = shutdown.draining() => break,
             }
         }

@@ -247,6 +247,26 @@ async fn insert_stuck(
     id
 }
 
+/// The worker polls every ten minutes here: the export can only finish
+/// within the wait because the POST woke this process's idle worker.
+#[tokio::test]
+async fn a_post_wakes_the_idle_worker_without_waiting_for_the_poll() {
+    let app = TestApp::spawn_with(&[("poll-interval-ms", "600000")]).await;
+    let cid = "c9";
+    seed_edge_campaign(&app, cid).await;
+    // Let the worker's first (empty) claim pass, so it is asleep in its poll.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = app
+        .post_export(cid, json!({ "exportType": "entries" }))
+        .await;
+    assert_eq!(r.status(), 201);
+    let v: serde_json::Value = r.json().await.unwrap();
+    let done = app.wait_done(cid, v["id"].as_str().unwrap(), WAIT).await;
+    assert_eq!(done["status"], "FINISHED", "{done}");
+    assert_eq!(done["count"], 3);
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_lapsed_lease_is_reclaimed_and_finished_once() {
     reclaim_after_a_dead_owner(true).await;
