@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime, Document, RawDocumentBuf};
+use mongodb::event::{cmap::CmapEvent, EventHandler};
 use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Collection, Database, IndexModel};
 
@@ -30,6 +31,18 @@ impl Store {
             // is down; the worker retries on its own schedule.
             opts.server_selection_timeout = Some(Duration::from_secs(10));
         }
+        // A pool clear closes every connection to a server (after a network
+        // error or a missed heartbeat): rare, and the first thing on-call
+        // wants to see beside retried exports. Address only; no data.
+        opts.cmap_event_handler = Some(EventHandler::callback(|ev| {
+            if let CmapEvent::PoolCleared(e) = ev {
+                tracing::warn!(
+                    address = %e.address,
+                    interrupted_in_use = e.interrupt_in_use_connections,
+                    "MongoDB connection pool cleared"
+                );
+            }
+        }));
         let client = Client::with_options(opts)?;
         let db = client.database(db);
         Ok(Self { client, db })

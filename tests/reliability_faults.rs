@@ -229,6 +229,15 @@ async fn mongodb_dies_mid_export_and_comes_back() {
         }
         other => panic!("unexpected status {other}: {v}"),
     }
+    // On-call sees the outage in the service's own log.
+    assert!(
+        serve
+            .log_lines()
+            .iter()
+            .any(|l| l["message"] == "MongoDB connection pool cleared" && l["level"] == "warn"),
+        "no pool-cleared warning logged:\n{}",
+        serve.stdout_text()
+    );
     let attempts = export_doc(&db, &id).await.get_i32("attempts").unwrap();
     println!(
         "MongoDB down {:?} ({beats} heartbeats answered 200); export {} after {attempts} attempt(s)",
