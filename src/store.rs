@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime, Document, RawDocumentBuf};
-use mongodb::event::{cmap::CmapEvent, EventHandler};
+use mongodb::event::cmap::{CmapEvent, ConnectionClosedReason};
+use mongodb::event::EventHandler;
 use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Collection, Database, IndexModel};
 
@@ -34,14 +35,23 @@ impl Store {
         // A pool clear closes every connection to a server (after a network
         // error or a missed heartbeat): rare, and the first thing on-call
         // wants to see beside retried exports. Address only; no data.
-        opts.cmap_event_handler = Some(EventHandler::callback(|ev| {
-            if let CmapEvent::PoolCleared(e) = ev {
-                tracing::warn!(
+        // A connection closed because its command was abandoned mid-flight
+        // (a cancelled request or export) is cheap to miss and costly in
+        // bulk: each one is a new TCP/TLS handshake.
+        opts.cmap_event_handler = Some(EventHandler::callback(|ev| match ev {
+            CmapEvent::PoolCleared(e) => tracing::warn!(
+                address = %e.address,
+                interrupted_in_use = e.interrupt_in_use_connections,
+                "MongoDB connection pool cleared"
+            ),
+            CmapEvent::ConnectionClosed(e) if e.reason == ConnectionClosedReason::Dropped => {
+                tracing::info!(
                     address = %e.address,
-                    interrupted_in_use = e.interrupt_in_use_connections,
-                    "MongoDB connection pool cleared"
-                );
+                    connection_id = e.connection_id,
+                    "MongoDB connection closed: its command was abandoned mid-flight"
+                )
             }
+            _ => {}
         }));
         let client = Client::with_options(opts)?;
         let db = client.database(db);

@@ -276,25 +276,29 @@ impl Worker {
         // Lease renewal and progress, beside the export.
         let progress = Progress::default();
         let lost = CancellationToken::new();
-        let hb = {
+        let renewal = {
             let (queue, owner, lost) = (self.queue.clone(), self.owner.clone(), lost.clone());
-            let (p, every) = (progress.clone(), self.settings.heartbeat_every());
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(every).await;
+            let p = progress.clone();
+            Periodic::spawn(self.settings.heartbeat_every(), move || {
+                let (queue, owner, lost, p) =
+                    (queue.clone(), owner.clone(), lost.clone(), p.clone());
+                async move {
                     let (r, b) = (
                         p.rows.load(Ordering::Relaxed),
                         p.bytes.load(Ordering::Relaxed),
                     );
                     match queue.heartbeat(id, &owner, lease, r, b).await {
-                        Ok(true) => {}
+                        Ok(true) => true,
                         Ok(false) => {
                             lost.cancel();
-                            return;
+                            false
                         }
                         // MongoDB unreachable: keep trying; if the lease
                         // lapses meanwhile, another worker reclaims.
-                        Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "lease renewal failed");
+                            true
+                        }
                     }
                 }
             })
@@ -312,7 +316,7 @@ impl Worker {
             shutdown,
         };
         let result = produce(ty.as_ref(), &src, &outputs, &progress).await;
-        hb.abort();
+        renewal.stop().await;
         let done = result?;
         if !self
             .queue
@@ -405,5 +409,102 @@ impl Outputs for QueuedOutputs<'_> {
     }
     fn configured(&self, dest: DestKind) -> bool {
         self.s3.configured(dest)
+    }
+}
+
+/// A task that runs `tick` every `every` until `tick` returns false or
+/// [`Periodic::stop`] is called (or the handle is dropped).
+///
+/// Stopping waits for a tick in flight instead of aborting it: a MongoDB
+/// command dropped mid-flight makes the driver close that pooled connection,
+/// which costs a reconnect and, on a server that ties cursors to the
+/// connection that opened them, would end another export's cursor early.
+struct Periodic {
+    stop: tokio_util::sync::DropGuard,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Periodic {
+    fn spawn<F, Fut>(every: Duration, mut tick: F) -> Self
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = bool> + Send,
+    {
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = stopped.cancelled() => return,
+                    _ = tokio::time::sleep(every) => {}
+                }
+                if !tick().await {
+                    return;
+                }
+            }
+        });
+        Self {
+            stop: stop.drop_guard(),
+            task,
+        }
+    }
+
+    /// Stop after the tick in flight, if any, has finished.
+    async fn stop(self) {
+        drop(self.stop);
+        let _ = self.task.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+    use tokio::sync::{mpsc, Notify};
+
+    // Hang guard only: no assertion below depends on how fast this runs.
+    const GUARD: Duration = Duration::from_secs(30);
+
+    #[tokio::test]
+    async fn stop_lets_a_tick_in_flight_finish() {
+        let (started_tx, mut started) = mpsc::unbounded_channel();
+        let (gate, finished) = (Arc::new(Notify::new()), Arc::new(AtomicU32::new(0)));
+        let (g, f) = (gate.clone(), finished.clone());
+        let p = Periodic::spawn(Duration::from_millis(1), move || {
+            let (tx, g, f) = (started_tx.clone(), g.clone(), f.clone());
+            async move {
+                tx.send(()).unwrap();
+                g.notified().await;
+                f.fetch_add(1, Ordering::SeqCst);
+                true
+            }
+        });
+        tokio::time::timeout(GUARD, started.recv()).await.unwrap();
+        let stopping = tokio::spawn(p.stop());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The tick is held at its gate: stop waits for it instead of cutting it off.
+        assert!(!stopping.is_finished());
+        assert_eq!(finished.load(Ordering::SeqCst), 0);
+        gate.notify_one();
+        tokio::time::timeout(GUARD, stopping)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(finished.load(Ordering::SeqCst), 1);
+        // No tick started after the stop.
+        assert!(started.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_tick_returning_false_ends_the_loop() {
+        let n = Arc::new(AtomicU32::new(0));
+        let c = n.clone();
+        let p = Periodic::spawn(Duration::from_millis(1), move || {
+            let c = c.clone();
+            async move { c.fetch_add(1, Ordering::SeqCst) < 2 }
+        });
+        tokio::time::timeout(GUARD, p.task).await.unwrap().unwrap();
+        assert_eq!(n.load(Ordering::SeqCst), 3);
     }
 }

@@ -179,7 +179,10 @@ async fn kill_9_at_three_moments_loses_nothing() {
     for id in &ids {
         let v = app.wait_done(cid, id, Duration::from_secs(150)).await;
         assert_eq!(v["status"], "FINISHED", "{v}");
-        assert_eq!(v["count"], ENTRIES, "{v}");
+        // A short count: the workers' own account of their MongoDB
+        // connections is the first thing to read.
+        let procs: Vec<&Proc> = live.iter().chain(dead.iter()).collect();
+        assert_eq!(v["count"], ENTRIES, "{v}\n{:#?}", mongodb_events(&procs));
         done.push(v);
     }
     // Each object is complete: header + one record per entry.
@@ -222,12 +225,27 @@ async fn kill_9_at_three_moments_loses_nothing() {
     }
     assert_eq!(finished.len(), EXPORTS);
     println!(
-        "kill test: {} kill -9 ({}) interrupting {} export runs; {EXPORTS} exports of {ENTRIES} rows all FINISHED once, in {:?}",
+        "kill test: {} kill -9 ({}) interrupting {} export runs; {EXPORTS} exports of {ENTRIES} rows all FINISHED once, in {:?}; MongoDB connection events: {:?}",
         kills.len(),
         kills.join(", "),
         interrupted.values().sum::<i32>(),
-        t_start.elapsed()
+        t_start.elapsed(),
+        mongodb_events(&all)
     );
     drop(live);
     app.stop().await;
+}
+
+/// The workers' log lines about their MongoDB connections (pool clears,
+/// connections closed mid-command).
+fn mongodb_events(procs: &[&Proc]) -> Vec<serde_json::Value> {
+    procs
+        .iter()
+        .flat_map(|p| p.log_lines())
+        .filter(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("MongoDB connection"))
+        })
+        .collect()
 }
