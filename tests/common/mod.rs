@@ -48,12 +48,22 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Start `cmd` under a watchdog shell: it is killed by PID when the pipe
-/// on the shell's stdin closes (this process exiting, however it exits).
+/// Start `cmd` under a watchdog shell: it is stopped by PID when the pipe
+/// on the shell's stdin closes (this process exiting, however it exits):
+/// SIGTERM, then SIGKILL after 5 s, since nx-27017 sometimes hangs in its
+/// SIGTERM handler and would otherwise outlive the tests.
 fn spawn_guarded(cmd: &[String]) -> Child {
     Command::new("sh")
         .arg("-c")
-        .arg(r#""$@" >/dev/null 2>&1 & pid=$!; read _ignored; kill $pid 2>/dev/null; wait $pid 2>/dev/null"#)
+        .arg(
+            r#""$@" >/dev/null 2>&1 & pid=$!
+read _ignored
+kill $pid 2>/dev/null
+i=0
+while kill -0 $pid 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+kill -9 $pid 2>/dev/null
+wait $pid 2>/dev/null"#,
+        )
         .arg("sh")
         .args(cmd)
         .stdin(Stdio::piped())
