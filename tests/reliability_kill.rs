@@ -174,6 +174,8 @@ async fn kill_9_at_three_moments_loses_nothing() {
         }
     }
 
+    // Every worker that ever ran, killed ones included: no more spawns.
+    let all: Vec<&Proc> = live.iter().chain(dead.iter()).collect();
     // Everything ends FINISHED once the reclaims are done.
     let mut done = Vec::new();
     for id in &ids {
@@ -181,8 +183,7 @@ async fn kill_9_at_three_moments_loses_nothing() {
         assert_eq!(v["status"], "FINISHED", "{v}");
         // A short count: the workers' own account of their MongoDB
         // connections is the first thing to read.
-        let procs: Vec<&Proc> = live.iter().chain(dead.iter()).collect();
-        assert_eq!(v["count"], ENTRIES, "{v}\n{:#?}", mongodb_events(&procs));
+        assert_eq!(v["count"], ENTRIES, "{v}\n{:#?}", mongodb_events(&all));
         done.push(v);
     }
     // Each object is complete: header + one record per entry.
@@ -218,7 +219,6 @@ async fn kill_9_at_three_moments_loses_nothing() {
     assert!(interrupted.values().sum::<i32>() >= MOMENTS.len() as i32);
     // FINISHED exactly once: one "export finished" line per export across
     // every worker that ever ran, killed ones included.
-    let all: Vec<&Proc> = live.iter().chain(dead.iter()).collect();
     let finished = finished_lines(&all);
     for id in &ids {
         assert_eq!(finished.get(id), Some(&1), "finish lines: {finished:?}");
