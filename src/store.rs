@@ -78,6 +78,28 @@ impl Store {
         self.db.collection(name)
     }
 
+    /// Documents of `coll` matching `filter`: the preliminary counts. An
+    /// aggregation `$match` + `$group`, which an index on the filter's
+    /// equality prefix serves.
+    pub async fn count(&self, coll: &str, filter: Document) -> Result<u64, StoreError> {
+        use futures::TryStreamExt;
+        let mut cur = self
+            .raw(coll)
+            .aggregate([
+                doc! { "$match": filter },
+                doc! { "$group": { "_id": null, "n": { "$sum": 1 } } },
+            ])
+            .await?;
+        let n = match cur.try_next().await? {
+            Some(d) => d
+                .get_i64("n")
+                .or_else(|_| d.get_i32("n").map(i64::from))
+                .unwrap_or(0),
+            None => 0,
+        };
+        Ok(n.max(0) as u64)
+    }
+
     /// A cheap liveness round trip.
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.db.run_command(doc! { "ping": 1 }).await?;

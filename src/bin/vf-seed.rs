@@ -91,25 +91,10 @@ async fn main() -> anyhow::Result<()> {
     let entries = db.collection::<Document>("entries");
     let cid = a.campaign.as_str();
     if a.reuse {
-        // $match + $group rather than count_documents: the nx-27017
-        // stand-in miscounts some `_id` filters (both are right on MongoDB).
-        use futures::TryStreamExt;
-        let mut cur = entries
-            .aggregate([
-                doc! { "$match": { "_id.campaign_id": cid } },
-                doc! { "$group": { "_id": null, "n": { "$sum": 1 } } },
-            ])
+        let store = vf_export::store::Store::connect(&a.mongodb_uri, &a.mongodb_db).await?;
+        let n = store
+            .count("entries", doc! { "_id.campaign_id": cid })
             .await?;
-        let n = cur
-            .try_next()
-            .await?
-            .and_then(|d| {
-                d.get_i32("n")
-                    .map(i64::from)
-                    .or_else(|_| d.get_i64("n"))
-                    .ok()
-            })
-            .unwrap_or(0) as u64;
         if n == a.entries {
             eprintln!("vf-seed: campaign {cid} already has {n} entries; reusing");
             return Ok(());

@@ -13,7 +13,7 @@ use mongodb::bson::{doc, Document};
 use super::codes::codes_filter;
 use super::entry_rows::Markets;
 use super::raw::{next_batch, text_at, BATCH};
-use super::scoring_rows::{count, entries_by_user};
+use super::scoring_rows::entries_by_user;
 use super::{ExportError, ExportType, FileFormat, Source};
 use crate::encode::CsvOut;
 use crate::store::StoreError;
@@ -50,12 +50,9 @@ impl ExportType for CodeAssignments {
 
     async fn expected_rows(&self, src: &Source) -> Result<Option<u64>, ExportError> {
         Ok(Some(
-            count(
-                &src.store,
-                "codes",
-                codes_filter(&src.campaign.id, assigned()),
-            )
-            .await?,
+            src.store
+                .count("codes", codes_filter(&src.campaign.id, assigned()))
+                .await?,
         ))
     }
 

@@ -16,7 +16,7 @@ use mongodb::bson::{doc, oid::ObjectId, Bson, Document, RawDocumentBuf};
 use super::codes::codes_filter;
 use super::entry_rows::{users_by_id, Person};
 use super::raw::{next_batch, text_at, BATCH};
-use super::scoring_rows::{count, entries_by_user, scoring_filter};
+use super::scoring_rows::{entries_by_user, scoring_filter};
 use super::{ExportError, ExportType, FileFormat, KeyParts, Source};
 use crate::encode::CsvOut;
 use crate::sink::DestKind;
@@ -91,7 +91,7 @@ impl ExportType for CodeWaves {
     }
 
     async fn expected_rows(&self, src: &Source) -> Result<Option<u64>, ExportError> {
-        Ok(Some(count(&src.store, "codes", wave_filter(src)).await?))
+        Ok(Some(src.store.count("codes", wave_filter(src)).await?))
     }
 
     async fn write(&self, src: &Source, out: &mut CsvOut) -> Result<(), ExportError> {

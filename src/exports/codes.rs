@@ -7,7 +7,6 @@ use futures::TryStreamExt;
 use mongodb::bson::{doc, Document};
 
 use super::raw::text_at;
-use super::scoring_rows::count;
 use super::{ExportError, ExportType, FileFormat, Source};
 use crate::encode::CsvOut;
 use crate::store::id_forms;
@@ -40,7 +39,9 @@ impl ExportType for Codes {
 
     async fn expected_rows(&self, src: &Source) -> Result<Option<u64>, ExportError> {
         Ok(Some(
-            count(&src.store, "codes", codes_filter(&src.campaign.id, doc! {})).await?,
+            src.store
+                .count("codes", codes_filter(&src.campaign.id, doc! {}))
+                .await?,
         ))
     }
 

@@ -77,27 +77,10 @@ impl ExportType for Entries {
     }
 }
 
-/// Entries of the campaign matching `extra` (the preliminary count). An
-/// aggregation `$match` + `$group`: an index scan on `_id.campaign_id`.
+/// Entries of the campaign matching `extra` (the preliminary count; the
+/// `_id.campaign_id` index).
 pub async fn count_entries(src: &Source, extra: Document) -> Result<u64, ExportError> {
-    use futures::TryStreamExt;
     let mut m = doc! { "_id.campaign_id": { "$in": id_forms(&src.campaign.id) } };
     m.extend(extra);
-    let mut cur = src
-        .store
-        .raw("entries")
-        .aggregate([
-            doc! { "$match": m },
-            doc! { "$group": { "_id": null, "n": { "$sum": 1 } } },
-        ])
-        .await
-        .map_err(crate::store::StoreError)?;
-    let n = match cur.try_next().await.map_err(crate::store::StoreError)? {
-        Some(d) => d
-            .get_i64("n")
-            .or_else(|_| d.get_i32("n").map(i64::from))
-            .unwrap_or(0),
-        None => 0,
-    };
-    Ok(n.max(0) as u64)
+    Ok(src.store.count("entries", m).await?)
 }

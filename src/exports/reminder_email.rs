@@ -8,7 +8,7 @@
 use async_trait::async_trait;
 use mongodb::bson::doc;
 
-use super::scoring_rows::{count, scoring_filter};
+use super::scoring_rows::scoring_filter;
 use super::sfmc::{plan_regions, region_reader, SfmcRows, SFMC_COLUMNS};
 use super::{
     default_key, file_part, ExportError, ExportType, FileFormat, Files, KeyParts, Shape, Source,
@@ -19,7 +19,7 @@ pub struct ReminderEmail;
 /// The preliminary count of the SFMC types: the selected rows.
 pub async fn count_selected(src: &Source) -> Result<Option<u64>, ExportError> {
     let f = scoring_filter(&src.campaign.id, doc! { "selected": true });
-    Ok(Some(count(&src.store, "scoring", f).await?))
+    Ok(Some(src.store.count("scoring", f).await?))
 }
 
 #[async_trait]

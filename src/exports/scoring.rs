@@ -13,7 +13,7 @@ use mongodb::bson::{doc, RawDocumentBuf};
 
 use super::entry_rows::{entry_cells, MarketView, Markets, ENTRY_COLUMNS};
 use super::raw::text_at;
-use super::scoring_rows::{count, scoring_filter, Scored, ScoringReader};
+use super::scoring_rows::{scoring_filter, Scored, ScoringReader};
 use super::{ExportError, ExportType, FileFormat, Source};
 use crate::encode::CsvOut;
 use crate::sink::DestKind;
@@ -63,7 +63,7 @@ impl ExportType for Scoring {
 
     async fn expected_rows(&self, src: &Source) -> Result<Option<u64>, ExportError> {
         let f = scoring_filter(&src.campaign.id, doc! {});
-        Ok(Some(count(&src.store, "scoring", f).await?))
+        Ok(Some(src.store.count("scoring", f).await?))
     }
 
     async fn write(&self, src: &Source, out: &mut CsvOut) -> Result<(), ExportError> {

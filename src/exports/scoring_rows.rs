@@ -216,24 +216,3 @@ pub fn user_oid_at(doc: &RawDocument, path: &[&str]) -> Option<ObjectId> {
 pub fn text_opt<'a>(doc: Option<&'a RawDocument>, path: &[&str]) -> Cow<'a, str> {
     doc.map(|d| text(get(d, path))).unwrap_or(Cow::Borrowed(""))
 }
-
-/// Count documents of `coll` matching `filter` (an aggregation `$match` +
-/// `$group`: an index scan; `count_documents` is avoided because a
-/// stand-in miscounts some filters).
-pub async fn count(store: &Store, coll: &str, filter: Document) -> Result<u64, StoreError> {
-    let mut cur = store
-        .raw(coll)
-        .aggregate([
-            doc! { "$match": filter },
-            doc! { "$group": { "_id": null, "n": { "$sum": 1 } } },
-        ])
-        .await?;
-    let n = match cur.try_next().await? {
-        Some(d) => d
-            .get_i64("n")
-            .or_else(|_| d.get_i32("n").map(i64::from))
-            .unwrap_or(0),
-        None => 0,
-    };
-    Ok(n.max(0) as u64)
-}

@@ -7,7 +7,7 @@
 use async_trait::async_trait;
 use mongodb::bson::doc;
 
-use super::scoring_rows::{count, scoring_filter, ScoringReader};
+use super::scoring_rows::{scoring_filter, ScoringReader};
 use super::{ExportError, ExportType, FileFormat, KeyParts, Source};
 use crate::encode::CsvOut;
 use crate::sink::DestKind;
@@ -50,7 +50,7 @@ impl ExportType for VerifiedEntries {
 
     async fn expected_rows(&self, src: &Source) -> Result<Option<u64>, ExportError> {
         let f = scoring_filter(&src.campaign.id, doc! { "selected": true });
-        Ok(Some(count(&src.store, "scoring", f).await?))
+        Ok(Some(src.store.count("scoring", f).await?))
     }
 
     async fn write(&self, src: &Source, out: &mut CsvOut) -> Result<(), ExportError> {

@@ -15,7 +15,7 @@ use futures::StreamExt;
 use mongodb::bson::doc;
 use tokio::io::BufReader;
 
-use super::scoring_rows::{count, scoring_filter, ScoringReader};
+use super::scoring_rows::{scoring_filter, ScoringReader};
 use super::{ExportError, ExportType, FileFormat, Source};
 use crate::encode::CsvOut;
 
@@ -125,7 +125,7 @@ impl ExportType for Waitlist {
     async fn expected_rows(&self, src: &Source) -> Result<Option<u64>, ExportError> {
         // Before the wave exclusion: a preliminary count.
         let f = scoring_filter(&src.campaign.id, doc! { "selected": false });
-        Ok(Some(count(&src.store, "scoring", f).await?))
+        Ok(Some(src.store.count("scoring", f).await?))
     }
 
     async fn write(&self, src: &Source, out: &mut CsvOut) -> Result<(), ExportError> {
