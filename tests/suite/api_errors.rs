@@ -1,11 +1,9 @@
 //! Auth, validation, error shape on every error path, list pagination, and
 //! an S3 failure mid-upload.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{campaign_doc, insert, token_with, TestApp};
+use crate::common::{self, campaign_doc, insert, token_with, TestApp};
 use mongodb::bson::{doc, DateTime};
 use serde_json::{json, Value};
 

@@ -1,11 +1,9 @@
 //! The core slice over HTTP: request an `entries` export, dedupe, run it,
 //! download it through the signed URL and compare byte for byte.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{campaign_doc, insert, TestApp};
+use crate::common::{self, campaign_doc, insert, TestApp};
 use mongodb::bson::{doc, oid::ObjectId, DateTime};
 use serde_json::json;
 

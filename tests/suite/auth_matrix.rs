@@ -3,9 +3,7 @@
 //! and object-level authorization (an export id under another campaign is
 //! a 404, never the other campaign's data).
 
-mod common;
-
-use common::{campaign_doc, insert, token_with, TestApp, SECRET};
+use crate::common::{campaign_doc, insert, token_with, TestApp, SECRET};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use mongodb::bson::{doc, DateTime};
 use serde_json::{json, Value};

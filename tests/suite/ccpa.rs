@@ -1,9 +1,7 @@
 //! CCPA deletion: supreme only, deletes the objects of the user's
 //! campaigns' exports (not the partner types), marks the records, idempotent.
 
-mod common;
-
-use common::{campaign_doc, insert, TestApp};
+use crate::common::{campaign_doc, insert, TestApp};
 use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
 use serde_json::{json, Value};
 

@@ -1,10 +1,9 @@
 //! codes, codeAssignments (with the TMOL publish), codeWaves and waitlist
 //! (excluding exactly the wave members) over HTTP against the stand-ins.
 
-mod common;
-
-use common::seed::*;
-use common::TestApp;
+use crate::common::seed::*;
+use crate::common::TestApp;
+use crate::common::{self};
 use serde_json::json;
 
 const TMOL_ROLE: &str = "arn:aws:iam::123456789012:role/tmol";

@@ -2,10 +2,8 @@
 //! artistSmsOptIn, livenationOptIn, fanlist, promoterEmailOptIn (ZIP), with
 //! their POST-time checks and gzip.
 
-mod common;
-
-use common::seed::*;
-use common::TestApp;
+use crate::common::seed::*;
+use crate::common::TestApp;
 use serde_json::json;
 
 const OPT_IN: &str = "email,first_name,last_name,Zip Code,locale,Select Show,entry_date";

@@ -1,10 +1,8 @@
 //! scoring (tab-separated, SCORING_BUCKET) and verifiedEntries
 //! (VF_SCORING_BUCKET, own key) over HTTP against the stand-ins.
 
-mod common;
-
-use common::seed::*;
-use common::TestApp;
+use crate::common::seed::*;
+use crate::common::TestApp;
 
 #[tokio::test]
 async fn scoring_rows_joined_to_entries_and_users() {

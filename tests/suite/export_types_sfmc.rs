@@ -4,10 +4,8 @@
 //! unconfigured destination, and MissingCodeFromMarket (nothing left
 //! behind).
 
-mod common;
-
-use common::seed::*;
-use common::TestApp;
+use crate::common::seed::*;
+use crate::common::TestApp;
 use mongodb::bson::doc;
 use serde_json::json;
 

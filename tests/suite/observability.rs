@@ -1,11 +1,9 @@
 //! Metrics move after an export, the CloudWatch backlog metric lands, and
 //! `vf-export doctor` reports each check.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{campaign_doc, insert, TestApp};
+use crate::common::{self, campaign_doc, insert, TestApp};
 use mongodb::bson::{doc, DateTime};
 use serde_json::{json, Value};
 

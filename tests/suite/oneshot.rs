@@ -1,12 +1,10 @@
 //! `vf-export export`: the one-shot CLI writes the same bytes as the
 //! service, to a local file or an s3:// URL, gzip on request.
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::{campaign_doc, insert, TestApp};
+use crate::common::{self, campaign_doc, insert, TestApp};
 use mongodb::bson::{doc, DateTime};
 use serde_json::{json, Value};
 

@@ -5,12 +5,10 @@
 //! a JSON log object with the fields fluentd expects, and the export's
 //! worker lines carry the caller's correlation id.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::procs::{env_for, Proc};
-use common::{campaign_doc, insert, token_with, TestApp};
+use crate::common::procs::{env_for, Proc};
+use crate::common::{campaign_doc, insert, token_with, TestApp};
 use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
 use serde_json::{json, Value};
 
