@@ -11,7 +11,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::faults::{proxy, DENY_ASSUME_ROLE};
+use common::faults::{proxy, proxy_upstream, DENY_ASSUME_ROLE};
 use common::procs::{env_for, seed_into, Nx, Proc};
 use common::{campaign_doc, insert, standins, token_with, unique, TestApp};
 use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime, Document};
@@ -260,9 +260,9 @@ const SFMC_ROLE: &str = "arn:aws:iam::123456789012:role/sfmc-writer-vf";
 
 #[tokio::test]
 async fn assume_role_denied_fails_naming_the_role() {
-    let Some(upstream) = standins().aws_endpoint.clone() else {
+    let Some(upstream) = proxy_upstream() else {
         println!(
-            "skipped: the AssumeRole denial is injected in front of an endpoint; real AWS in use"
+            "skipped: the AssumeRole denial is injected in front of a plain-HTTP endpoint; none in use"
         );
         return;
     };

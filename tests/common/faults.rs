@@ -39,6 +39,17 @@ pub const DENY_ASSUME_ROLE: Rule = Rule {
 pub const S3_INTERNAL_ERROR: &str =
     "<Error><Code>InternalError</Code><Message>injected</Message></Error>";
 
+/// The AWS endpoint to put a proxy in front of: the stand-in, or an
+/// `AWS_ENDPOINT_URL` over plain HTTP (the proxy forwards with a test
+/// client that has no TLS). `None` with real AWS or an https endpoint: the
+/// tests that need a proxy say so and skip.
+pub fn proxy_upstream() -> Option<String> {
+    super::standins()
+        .aws_endpoint
+        .clone()
+        .filter(|e| e.starts_with("http://"))
+}
+
 /// A request as the proxy's hook sees it.
 pub struct Request<'a> {
     pub method: &'a Method,

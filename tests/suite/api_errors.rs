@@ -405,8 +405,8 @@ async fn list_paginates_filters_and_sorts() {
 
 #[tokio::test]
 async fn an_s3_failure_mid_upload_fails_the_export_and_leaves_nothing() {
-    let Some(upstream) = common::standins().aws_endpoint.clone() else {
-        eprintln!("skipped: needs an S3 endpoint to put the fault proxy in front of");
+    let Some(upstream) = common::faults::proxy_upstream() else {
+        eprintln!("skipped: needs a plain-HTTP S3 endpoint to put the fault proxy in front of");
         return;
     };
     let proxy = common::faults::proxy(

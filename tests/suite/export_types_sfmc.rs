@@ -108,7 +108,7 @@ async fn auto_reminder_email_one_object_per_region_with_the_assumed_role() {
     let sfmc = bucket("vf-sfmc-").await;
     // Route the app's AWS calls through a recorder, to see which
     // credentials signed what.
-    let proxy = match aws_endpoint() {
+    let proxy = match crate::common::faults::proxy_upstream() {
         Some(ep) => Some(recording_proxy(ep).await),
         None => None,
     };
