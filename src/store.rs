@@ -154,7 +154,7 @@ impl Store {
     pub async fn campaign(&self, id: &str) -> Result<Option<Campaign>, StoreError> {
         let found = self
             .campaigns()
-            .find_one(doc! { "_id": { "$in": id_forms(id) } })
+            .find_one(doc! { "_id": id_match(id) })
             .await?;
         Ok(found.map(|d| Campaign::from_doc(id, &d)))
     }
@@ -169,7 +169,7 @@ impl Store {
             .db
             .collection::<Document>("entries")
             .aggregate([
-                doc! { "$match": { "_id.user_id": { "$in": id_forms(user_id) } } },
+                doc! { "$match": { "_id.user_id": id_match(user_id) } },
                 doc! { "$group": { "_id": "$_id.campaign_id" } },
             ])
             .await?
@@ -183,7 +183,7 @@ impl Store {
         use futures::TryStreamExt;
         let docs: Vec<Document> = self
             .markets()
-            .find(doc! { "campaignId": { "$in": id_forms(campaign_id) } })
+            .find(doc! { "campaignId": id_match(campaign_id) })
             .sort(doc! { "_id": 1 })
             .await?
             .try_collect()
@@ -315,6 +315,20 @@ pub fn id_forms(id: &str) -> Vec<Bson> {
     v
 }
 
+/// A filter value matching `id` in any of its [`id_forms`]: the id itself
+/// when it has one form, `{$in: forms}` when it has two. The same query on
+/// MongoDB (its planner treats a one-element `$in` as an equality), but
+/// plain equality is what every index serves: the nx-27017 stand-in uses an
+/// index for an equality and scans the collection for any `$in`.
+pub fn id_match(id: &str) -> Bson {
+    let mut forms = id_forms(id);
+    if forms.len() == 1 {
+        forms.remove(0)
+    } else {
+        Bson::Document(doc! { "$in": forms })
+    }
+}
+
 /// An id as a string, whatever BSON type it was stored as.
 pub fn id_string(b: Option<&Bson>) -> String {
     match b {
@@ -441,5 +455,21 @@ impl Market {
                 .unwrap_or_default()
                 .into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_with_one_form_is_matched_by_equality_two_forms_by_in() {
+        assert_eq!(id_match("bench-50k"), Bson::String("bench-50k".into()));
+        let hex = "65a1b2c3d4e5f60718293a4b";
+        let oid = ObjectId::parse_str(hex).unwrap();
+        assert_eq!(
+            id_match(hex),
+            Bson::Document(doc! { "$in": [Bson::String(hex.into()), Bson::ObjectId(oid)] })
+        );
     }
 }

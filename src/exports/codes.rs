@@ -9,7 +9,7 @@ use mongodb::bson::{doc, Document};
 use super::raw::text_at;
 use super::{ExportError, ExportType, FileFormat, Source};
 use crate::encode::CsvOut;
-use crate::store::id_forms;
+use crate::store::id_match;
 
 pub struct Codes;
 
@@ -17,7 +17,7 @@ const COLUMNS: [&str; 4] = ["code", "assignedTo", "assignedAt", "status"];
 
 /// The campaign's codes matching `extra` (index `{campaignId, code}`).
 pub fn codes_filter(campaign_id: &str, extra: Document) -> Document {
-    let mut f = doc! { "campaignId": { "$in": id_forms(campaign_id) } };
+    let mut f = doc! { "campaignId": id_match(campaign_id) };
     f.extend(extra);
     f
 }

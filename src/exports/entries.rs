@@ -14,7 +14,7 @@ use super::entry_rows::{
 use super::raw::pick_into;
 use super::{ExportError, ExportType, FileFormat, Source};
 use crate::encode::CsvOut;
-use crate::store::id_forms;
+use crate::store::id_match;
 
 pub struct Entries;
 
@@ -80,7 +80,7 @@ impl ExportType for Entries {
 /// Entries of the campaign matching `extra` (the preliminary count; the
 /// `_id.campaign_id` index).
 pub async fn count_entries(src: &Source, extra: Document) -> Result<u64, ExportError> {
-    let mut m = doc! { "_id.campaign_id": { "$in": id_forms(&src.campaign.id) } };
+    let mut m = doc! { "_id.campaign_id": id_match(&src.campaign.id) };
     m.extend(extra);
     Ok(src.store.count("entries", m).await?)
 }

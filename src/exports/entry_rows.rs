@@ -11,7 +11,7 @@ use mongodb::Cursor;
 
 use super::raw::{doc_of, get, next_batch, or_else, pick, set, text, BATCH};
 use super::Source;
-use crate::store::{id_forms, Campaign, Market, Store, StoreError};
+use crate::store::{id_match, Campaign, Market, Store, StoreError};
 
 /// The entry-row header (spec: exports.md "Entry row", order exact).
 pub const ENTRY_COLUMNS: [&str; 17] = [
@@ -142,8 +142,8 @@ impl<'s> EntryReader<'s> {
     /// _id.user_id}`: equality prefix, sort from the index).
     pub fn filter(campaign_id: &str, market_id: &str, extra: &Document) -> Document {
         let mut f = doc! {
-            "_id.campaign_id": { "$in": id_forms(campaign_id) },
-            "fields.market": { "$in": id_forms(market_id) },
+            "_id.campaign_id": id_match(campaign_id),
+            "fields.market": id_match(market_id),
         };
         f.extend(extra.clone());
         f

@@ -16,7 +16,7 @@ use super::entry_rows::{additional_markets, join_users, Joined, Markets, Person}
 use super::raw::{text_at, BATCH};
 use super::{ExportError, ExportType, FileFormat, Source};
 use crate::encode::CsvOut;
-use crate::store::{id_forms, StoreError};
+use crate::store::{id_match, StoreError};
 
 pub struct Fanlist;
 
@@ -97,7 +97,7 @@ impl ExportType for Fanlist {
         let mut cur = src
             .store
             .raw("entries")
-            .find(doc! { "_id.campaign_id": { "$in": id_forms(&src.campaign.id) } })
+            .find(doc! { "_id.campaign_id": id_match(&src.campaign.id) })
             .sort(doc! { "_id.user_id": 1 })
             .batch_size(BATCH as u32)
             .await

@@ -15,7 +15,7 @@ use super::entries::count_entries;
 use super::entry_rows::{write_opt_ins, OPT_IN_COLUMNS};
 use super::{file_part, ExportError, ExportType, FileFormat, Files, Params, Shape, Source};
 use crate::error::{ApiError, Code};
-use crate::store::{id_forms, id_string, Campaign, Store, StoreError};
+use crate::store::{id_forms, id_match, id_string, Campaign, Store, StoreError};
 
 pub struct PromoterEmailOptIn;
 
@@ -42,7 +42,7 @@ async fn promoter_names(
 }
 
 fn opted_in(promoter_id: &str) -> Document {
-    doc! { "fields.promoterOptIns": { "$in": id_forms(promoter_id) } }
+    doc! { "fields.promoterOptIns": id_match(promoter_id) }
 }
 
 #[async_trait]

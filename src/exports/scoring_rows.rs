@@ -13,7 +13,7 @@ use mongodb::Cursor;
 use super::entry_rows::{oid_of, users_by_id, Person};
 use super::raw::{get, text, text_at, BATCH};
 use super::Source;
-use crate::store::{id_forms, Store, StoreError};
+use crate::store::{id_forms, id_match, Store, StoreError};
 
 /// The index order of the scoring family.
 pub fn scoring_sort() -> Document {
@@ -22,7 +22,7 @@ pub fn scoring_sort() -> Document {
 
 /// `{campaignId}` in either stored form, plus `extra`.
 pub fn scoring_filter(campaign_id: &str, extra: Document) -> Document {
-    let mut f = doc! { "campaignId": { "$in": id_forms(campaign_id) } };
+    let mut f = doc! { "campaignId": id_match(campaign_id) };
     f.extend(extra);
     f
 }
@@ -194,7 +194,7 @@ pub async fn entries_by_user(
         let mut cur = store
             .raw("entries")
             .find(doc! {
-                "_id.campaign_id": { "$in": id_forms(campaign_id) },
+                "_id.campaign_id": id_match(campaign_id),
                 "_id.user_id": { "$in": forms },
             })
             .batch_size(BATCH as u32)
