@@ -85,13 +85,12 @@ const LOCALES: &[&str] = &[
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
-    let db = mongodb::Client::with_uri_str(&a.mongodb_uri)
-        .await?
-        .database(&a.mongodb_db);
+    // One client for the reuse count and the writes.
+    let store = vf_export::store::Store::connect(&a.mongodb_uri, &a.mongodb_db).await?;
+    let db = store.db().clone();
     let entries = db.collection::<Document>("entries");
     let cid = a.campaign.as_str();
     if a.reuse {
-        let store = vf_export::store::Store::connect(&a.mongodb_uri, &a.mongodb_db).await?;
         let n = store
             .count("entries", doc! { "_id.campaign_id": cid })
             .await?;
