@@ -16,7 +16,7 @@ use common::procs::{env_for, seed_into, Nx, Proc};
 use common::{campaign_doc, insert, standins, token_with, unique, TestApp};
 use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime, Document};
 use serde_json::{json, Value};
-use vf_export::queue::{NewExport, Queue};
+use vf_export::queue::{Finished, NewExport, Queue};
 use vf_export::store::Store;
 
 #[tokio::test]
@@ -63,23 +63,23 @@ async fn a_taken_over_lease_cannot_overwrite_the_new_owners_result() {
     assert!(!q.record_upload(id, "owner-a", None).await.unwrap());
     assert!(!q.release(id, "owner-a", false).await.unwrap());
     assert!(!q
-        .finish(id, "owner-a", Bson::String("a-key".into()), 1, 1, None)
+        .finish(id, "owner-a", &finished("a-key", 1, 1))
         .await
         .unwrap());
-    assert!(!q.fail(id, "owner-a", "A failed", None).await.unwrap());
+    assert!(!q.fail(id, "owner-a", "A failed", None, None).await.unwrap());
     // B's are not.
     assert!(q.heartbeat(id, "owner-b", lease, 5, 50).await.unwrap());
     assert!(q
-        .finish(id, "owner-b", Bson::String("b-key".into()), 7, 70, None)
+        .finish(id, "owner-b", &finished("b-key", 7, 70))
         .await
         .unwrap());
     // After B finished, A still cannot touch it, nor can B fail it.
     assert!(!q
-        .finish(id, "owner-a", Bson::String("a-key".into()), 1, 1, None)
+        .finish(id, "owner-a", &finished("a-key", 1, 1))
         .await
         .unwrap());
-    assert!(!q.fail(id, "owner-a", "A failed", None).await.unwrap());
-    assert!(!q.fail(id, "owner-b", "late", None).await.unwrap());
+    assert!(!q.fail(id, "owner-a", "A failed", None, None).await.unwrap());
+    assert!(!q.fail(id, "owner-b", "late", None, None).await.unwrap());
     assert!(!q.release(id, "owner-b", true).await.unwrap());
     let d = q.by_id(id).await.unwrap().unwrap();
     assert_eq!(d.status.as_str(), "FINISHED");
@@ -94,6 +94,16 @@ async fn a_taken_over_lease_cannot_overwrite_the_new_owners_result() {
         .unwrap()
         .is_none());
     let _ = store.db().drop().await;
+}
+
+fn finished(key: &str, rows: u64, bytes: u64) -> Finished {
+    Finished {
+        key: Bson::String(key.into()),
+        rows,
+        bytes,
+        sha256: None,
+        meta: Document::new(),
+    }
 }
 
 async fn export_doc(db: &mongodb::Database, id: &str) -> Document {

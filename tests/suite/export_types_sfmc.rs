@@ -16,9 +16,10 @@ const NYC_EVENT: &str =
 const LA_EVENT: &str =
     "Muse,Drones,Forum,2026-01-01T00:00:00.000Z,\"Los Angeles, CA\",https://tm.example/e3";
 
-/// NA: users 1 (en-us) and 2 (fr-ca); UK: user 4 (en-uk → en-gb); DE:
-/// user 3. User 5 (fr-fr) has no region. Passcodes: the lowest code id of
-/// the entry's market.
+/// NA: users 1 (en-us), 2 (fr-ca) and 5 (fr-fr: no region of its own, so
+/// the default region; counted in `meta.defaultRegionRows`); UK: user 4
+/// (en-uk → en-gb); DE: user 3. In user order within a region. Passcodes:
+/// the lowest code id of the entry's market.
 fn na() -> Vec<String> {
     vec![
         format!("{},a@x.io,Annie,en-us,{NYC_EVENT},A1,#ff0000", sha(1)),
@@ -26,6 +27,7 @@ fn na() -> Vec<String> {
             "{},tm2@x.io,{FORMULA},fr-ca,{NYC_EVENT},'=C1,#ff0000",
             sha(2)
         ),
+        format!("{},tm5@x.io,Eve,fr-fr,{NYC_EVENT},F5,#ff0000", sha(5)),
     ]
 }
 fn uk() -> Vec<String> {
@@ -48,7 +50,9 @@ async fn reminder_email_zip_by_region() {
     let app = TestApp::spawn().await;
     seed(&app).await;
     let (done, body) = run_ok(&app, "reminderEmail").await;
-    assert_eq!(done["count"], 4);
+    // Every selected row is in the ZIP, the default region's one counted.
+    assert_eq!(done["count"], 5);
+    assert_eq!(done["meta"]["defaultRegionRows"], 1);
     let key = done["key"].as_str().unwrap();
     assert!(
         key.starts_with("campaigns/tour-2026-c1/reminderEmail/")
@@ -78,7 +82,8 @@ async fn reminder_email_segments_at_max_rows_per_file() {
     let na = na();
     let want = vec![
         ("NA/Tour 2026 - 1.csv".to_string(), with_header(&na[..1])),
-        ("NA/Tour 2026 - 2.csv".to_string(), with_header(&na[1..])),
+        ("NA/Tour 2026 - 2.csv".to_string(), with_header(&na[1..2])),
+        ("NA/Tour 2026 - 3.csv".to_string(), with_header(&na[2..])),
         ("UK/Tour 2026 - 1.csv".to_string(), with_header(&uk())),
         ("DE/Tour 2026 - 1.csv".to_string(), with_header(&de())),
     ];
@@ -94,7 +99,8 @@ async fn reminder_email_segments_at_max_rows_per_file() {
 async fn reminder_email_sample_has_the_region() {
     let app = TestApp::spawn().await;
     seed(&app).await;
-    let (_, body) = run_ok(&app, "reminderEmailSample").await;
+    let (done, body) = run_ok(&app, "reminderEmailSample").await;
+    assert_eq!(done["meta"]["defaultRegionRows"], 1);
     let mut rows = vec![format!("{HEADER},region")];
     rows.extend(na().into_iter().map(|r| format!("{r},NA")));
     rows.extend(uk().into_iter().map(|r| format!("{r},UK")));
@@ -135,7 +141,8 @@ async fn auto_reminder_email_one_object_per_region_with_the_assumed_role() {
         ),
     ];
     assert_eq!(done["key"], json!(keys));
-    assert_eq!(done["count"], 4);
+    assert_eq!(done["count"], 5);
+    assert_eq!(done["meta"]["defaultRegionRows"], 1);
     for (k, rows) in keys.iter().zip([na(), uk(), de()]) {
         assert_eq!(text(get_object(&app, &sfmc, k).await), with_header(&rows));
         let acl = app
