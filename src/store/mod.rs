@@ -377,8 +377,18 @@ pub fn index_models(scope: IndexScope) -> Vec<(&'static str, IndexModel)> {
                 ),
             ),
             ("entries", named(doc! { "_id.user_id": 1 }, "user")),
-            // The scoring family's filter and sort; its prefix is the
-            // spec's {campaignId, selected}, which it replaces.
+            // The scoring family streams in userId order: selected or not
+            // (waitlist, verifiedEntries; its prefix is the spec's
+            // {campaignId, selected}) ...
+            (
+                "scoring",
+                named(
+                    doc! { "campaignId": 1, "selected": 1, "userId": 1 },
+                    "campaign_selected_user",
+                ),
+            ),
+            // ... and one SFMC region's locales (MongoDB merges the
+            // locales' index ranges in userId order).
             (
                 "scoring",
                 named(
@@ -386,7 +396,8 @@ pub fn index_models(scope: IndexScope) -> Vec<(&'static str, IndexModel)> {
                     "campaign_selected_locale_user",
                 ),
             ),
-            // codeWaves joins codes to scoring by assignee.
+            // The whole campaign (scoring), and codeWaves' join of codes
+            // to scoring by assignee.
             (
                 "scoring",
                 named(doc! { "campaignId": 1, "userId": 1 }, "campaign_user"),
