@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod faults;
+pub mod mongo_faults;
 pub mod procs;
 pub mod seed;
 

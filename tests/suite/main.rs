@@ -20,3 +20,4 @@ mod infra_terraform;
 mod observability;
 mod oneshot;
 mod privacy_logs;
+mod reader_faults;
