@@ -77,18 +77,37 @@ pub struct Worker {
 /// production).
 #[derive(Clone, Default)]
 pub struct Hooks {
-    /// Runs at the start of every export attempt (a test makes it panic).
-    pub before_export: Option<ExportHook>,
+    /// Awaited at each [`Stage`] of every export attempt (a test makes it
+    /// panic, or holds the export there while it looks).
+    pub at: Option<ExportHook>,
 }
 
-/// A hook run with the export about to start.
-pub type ExportHook = Arc<dyn Fn(&ExportRecord) + Send + Sync>;
+/// Where in an attempt a hook runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Claimed, nothing read yet.
+    Claimed,
+    /// The preliminary count is recorded; no row read yet.
+    Counted,
+}
+
+/// A hook run with the export at a stage.
+pub type ExportHook =
+    Arc<dyn Fn(Stage, &ExportRecord) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
 
 impl std::fmt::Debug for Hooks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hooks")
-            .field("before_export", &self.before_export.is_some())
+            .field("at", &self.at.is_some())
             .finish()
+    }
+}
+
+impl Hooks {
+    async fn run(&self, stage: Stage, rec: &ExportRecord) {
+        if let Some(h) = &self.at {
+            h(stage, rec).await;
+        }
     }
 }
 
@@ -317,9 +336,7 @@ impl Worker {
             self.sinks.abort_orphan(up).await?;
             self.queue.record_upload(id, owner, None).await?;
         }
-        if let Some(hook) = &self.hooks.before_export {
-            hook(rec);
-        }
+        self.hooks.run(Stage::Claimed, rec).await;
         let ty = self
             .registry
             .get(&rec.export_type)
@@ -365,6 +382,7 @@ impl Worker {
         if !self.queue.set_expected_rows(id, owner, expected).await? {
             return Err(ExportError::LeaseLost);
         }
+        self.hooks.run(Stage::Counted, rec).await;
         // An unconfigured destination fails before any work.
         self.sinks.destination(ty.destination()).await?;
 

@@ -295,7 +295,10 @@ async fn mongodb_dies_and_comes_back(moment: Moment) {
                 })
                 .collect();
             assert_eq!(seeded.len() as u64, ENTRIES);
-            assert!(unique.iter().all(|i| seeded.contains(*i)), "a row that is not an entry");
+            assert!(
+                unique.iter().all(|i| seeded.contains(*i)),
+                "a row that is not an entry"
+            );
         }
         "FAILED" => {
             let m = v["error"]["message"].as_str().unwrap_or("");

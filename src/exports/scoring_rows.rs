@@ -200,3 +200,28 @@ pub fn user_oid_at(doc: &RawDocument, path: &[&str]) -> Option<ObjectId> {
 pub fn text_opt<'a>(doc: Option<&'a RawDocument>, path: &[&str]) -> Cow<'a, str> {
     doc.map(|d| text(get(d, path))).unwrap_or(Cow::Borrowed(""))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_user_id_twice_in_a_batch_keeps_its_join_both_times() {
+        let d = |n: i32| RawDocumentBuf::from_document(&doc! { "n": n }).unwrap();
+        let uid = "65f000000000000000000001".to_string();
+        let other = "65f000000000000000000002".to_string();
+        let entries: HashMap<String, RawDocumentBuf> =
+            [(uid.clone(), d(10)), (other.clone(), d(20))].into();
+        let users: HashMap<String, RawDocumentBuf> = [(uid.clone(), d(11))].into();
+        let got = attach(
+            vec![d(1), d(2), d(3)],
+            vec![uid.clone(), other.clone(), uid.clone()],
+            entries,
+            users,
+        );
+        let n = |o: &Option<RawDocumentBuf>| o.as_ref().map(|d| d.get_i32("n").unwrap());
+        assert_eq!((n(&got[0].entry), n(&got[0].user)), (Some(10), Some(11)));
+        assert_eq!((n(&got[1].entry), n(&got[1].user)), (Some(20), None));
+        assert_eq!((n(&got[2].entry), n(&got[2].user)), (Some(10), Some(11)));
+    }
+}

@@ -143,8 +143,15 @@ async fn auto_reminder_email_one_object_per_region_with_the_assumed_role() {
     assert_eq!(done["key"], json!(keys));
     assert_eq!(done["count"], 5);
     assert_eq!(done["meta"]["defaultRegionRows"], 1);
-    for (k, rows) in keys.iter().zip([na(), uk(), de()]) {
-        assert_eq!(text(get_object(&app, &sfmc, k).await), with_header(&rows));
+    let files = done["meta"]["files"].as_array().unwrap();
+    assert_eq!(files.len(), 3, "{done}");
+    for (i, (k, rows)) in keys.iter().zip([na(), uk(), de()]).enumerate() {
+        let body = get_object(&app, &sfmc, k).await;
+        // Integrity per object: key, digest, size and rows in meta.files.
+        assert_eq!(files[i]["key"], json!(k));
+        assert_integrity(&files[i], &body);
+        assert_eq!(files[i]["rows"].as_u64(), Some(rows.len() as u64));
+        assert_eq!(text(body), with_header(&rows));
         let acl = app
             .s3
             .get_object_acl()
@@ -235,5 +242,83 @@ async fn missing_code_fails_naming_the_market_and_leaves_nothing() {
     assert_eq!(app.open_uploads(&sfmc).await, 0);
     assert!(app.object_keys(&app.buckets.exports).await.is_empty());
     assert_eq!(app.open_uploads(&app.buckets.exports).await, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn every_selected_row_is_in_the_zip_unknown_and_missing_locales_included() {
+    let app = TestApp::spawn().await;
+    seed(&app).await;
+    // Two more selected rows: a locale without a country, and no locale.
+    let scoring = app.db.collection::<mongodb::bson::Document>("scoring");
+    for (member, locale) in [("2001", Some("en")), ("2002", None)] {
+        let mut d = doc! { "campaignId": CID, "userId": format!("{member:0>24}"), "memberId": member,
+        "selected": true, "market": "c1-m1",
+        "codes": [ { "id": 1, "marketId": "c1-m1", "code": format!("P{member}") } ] };
+        if let Some(l) = locale {
+            d.insert("locale", l);
+        }
+        scoring.insert_one(d).await.unwrap();
+    }
+    let selected = scoring
+        .count_documents(doc! { "campaignId": CID, "selected": true })
+        .await
+        .unwrap();
+    let (done, body) = run_ok(&app, "reminderEmail").await;
+    let files = unzip(body).await;
+    let rows: usize = files.iter().map(|(_, t)| t.lines().count() - 1).sum();
+    assert_eq!(rows as u64, selected, "rows in the ZIP = selected rows");
+    assert_eq!(done["count"].as_u64(), Some(selected));
+    // fr-fr, en and no locale: the default region (NA).
+    assert_eq!(done["meta"]["defaultRegionRows"], 3);
+    let na = &files.iter().find(|(n, _)| n.starts_with("NA/")).unwrap().1;
+    assert!(na.contains(",P2001,") && na.contains(",P2002,"), "{na}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_failing_same_minute_export_leaves_the_finished_ones_objects_alone() {
+    let sfmc = bucket("vf-sfmc-").await;
+    let app = TestApp::spawn_with(&[("sfmc-bucket", &sfmc), ("sfmc-role-arn", SFMC_ROLE)]).await;
+    seed(&app).await;
+    // Both exports in one minute, so the original's keys are the same.
+    while chrono::Utc::now().timestamp() % 60 > 40 {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let first = run(&app, CID, json!({ "exportType": "autoReminderEmail" })).await;
+    assert_eq!(first["status"], "FINISHED", "{first}");
+    let keys: Vec<String> = first["key"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect();
+    let mut before = Vec::new();
+    for k in &keys {
+        before.push(get_object(&app, &sfmc, k).await);
+    }
+    // The second fails in its last region (DE), after writing NA and UK.
+    app.db
+        .collection::<mongodb::bson::Document>("scoring")
+        .update_one(
+            doc! { "campaignId": CID, "memberId": "1003" },
+            doc! { "$set": { "codes": [] } },
+        )
+        .await
+        .unwrap();
+    let second = run(&app, CID, json!({ "exportType": "autoReminderEmail" })).await;
+    assert_eq!(second["status"], "FAILED", "{second}");
+    let minute = |v: &serde_json::Value| v["date"]["created"].as_str().unwrap()[..16].to_string();
+    assert_eq!(minute(&first), minute(&second), "not the same minute");
+    // The first export's objects are all there, unchanged; nothing else.
+    for (k, b) in keys.iter().zip(before) {
+        assert_eq!(get_object(&app, &sfmc, k).await, b, "{k}");
+    }
+    let mut left = app.object_keys(&sfmc).await;
+    left.sort();
+    let mut want = keys.clone();
+    want.sort();
+    assert_eq!(left, want);
+    assert_eq!(app.open_uploads(&sfmc).await, 0);
     app.stop().await;
 }

@@ -16,6 +16,7 @@ mod export_types_docs;
 mod export_types_entries;
 mod export_types_scoring;
 mod export_types_sfmc;
+mod failures;
 mod infra_terraform;
 mod observability;
 mod oneshot;

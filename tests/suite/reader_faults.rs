@@ -23,7 +23,6 @@ async fn read_all(reader: &mut Reader) -> Vec<RawDocumentBuf> {
     }
 }
 
-
 /// A proxy with `plan` and a store through it, on a fresh database.
 async fn through_proxy(
     plan: Vec<(usize, Fault)>,
@@ -60,7 +59,12 @@ async fn an_early_end_and_a_lost_cursor_are_resumed_exactly_ties_included() {
     let mut reader = Reader::new(&store, "items", doc! { "g": "c1" }, "k");
     let all = read_all(&mut reader).await;
     // Both faults happened: the test proved something.
-    assert_eq!(proxy.injected(), plan, "getMores seen: {}", proxy.getmores());
+    assert_eq!(
+        proxy.injected(),
+        plan,
+        "getMores seen: {}",
+        proxy.getmores()
+    );
     let ids: Vec<i32> = all.iter().map(|d| d.get_i32("_id").unwrap()).collect();
     let unique: HashSet<i32> = ids.iter().copied().collect();
     assert_eq!(ids.len(), N as usize, "documents handed out");
