@@ -556,9 +556,13 @@ async fn rules_and_dashboard_name_only_metrics_a_running_instance_exposes() {
     let before = Exposed::parse(&scrape(&app).await);
     for ty in vf_export::exports::Registry::new().names() {
         for status in ["FINISHED", "FAILED", "EXPIRED"] {
-            let found = before.series["vf_export_exports_total"]
-                .iter()
-                .any(|s| s["export_type"] == ty && s["status"] == status);
+            let found = before
+                .series
+                .get("vf_export_exports_total")
+                .is_some_and(|all| {
+                    all.iter()
+                        .any(|s| s["export_type"] == ty && s["status"] == status)
+                });
             assert!(
                 found,
                 "vf_export_exports_total{{{ty},{status}}} missing at start"
