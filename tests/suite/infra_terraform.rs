@@ -1249,42 +1249,34 @@ fn alarms_for_what_prometheus_cannot_see_notify_one_encrypted_topic() {
             ),
         ] {
             let a = s.resource("aws_cloudwatch_metric_alarm", name);
-            let at = |k: &str| format!("{}: {name}.{k}", s.name());
-            assert_eq!(s.str_attr(a, "namespace"), ns, "{}", at("namespace"));
-            assert_eq!(
-                s.str_attr(a, "metric_name"),
-                metric,
-                "{}",
-                at("metric_name")
-            );
-            assert_eq!(s.str_attr(a, "statistic"), stat, "{}", at("statistic"));
-            assert_eq!(
-                s.str_attr(a, "comparison_operator"),
-                op,
-                "{}",
-                at("comparison_operator")
-            );
-            assert_eq!(s.num_attr(a, "threshold"), threshold, "{}", at("threshold"));
-            assert_eq!(s.num_attr(a, "period"), period, "{}", at("period"));
-            assert_eq!(
-                s.num_attr(a, "evaluation_periods"),
-                evaluations,
-                "{}",
-                at("evaluation_periods")
-            );
-            assert_eq!(
-                s.str_attr(a, "treat_missing_data"),
-                missing,
-                "{}",
-                at("treat_missing_data")
-            );
+            for (key, want) in [
+                ("namespace", ns),
+                ("metric_name", metric),
+                ("statistic", stat),
+                ("comparison_operator", op),
+                ("treat_missing_data", missing),
+            ] {
+                assert_eq!(s.str_attr(a, key), want, "{}: {name}.{key}", s.name());
+            }
+            for (key, want) in [
+                ("threshold", threshold),
+                ("period", period),
+                ("evaluation_periods", evaluations),
+            ] {
+                assert_eq!(s.num_attr(a, key), want, "{}: {name}.{key}", s.name());
+            }
             for key in ["alarm_actions", "ok_actions"] {
                 let targets: Vec<String> = s
                     .strings_raw(must_attr(a, key))
                     .iter()
                     .map(path_str)
                     .collect();
-                assert_eq!(targets, ["aws_sns_topic.alarms.arn"], "{}", at(key));
+                assert_eq!(
+                    targets,
+                    ["aws_sns_topic.alarms.arn"],
+                    "{}: {name}.{key}",
+                    s.name()
+                );
             }
             let dims = hcl::format::to_string(must_attr(a, "dimensions")).unwrap();
             let want = if ns == "AWS/ELB" {
@@ -1292,7 +1284,11 @@ fn alarms_for_what_prometheus_cannot_see_notify_one_encrypted_topic() {
             } else {
                 "AutoScalingGroupName = aws_autoscaling_group.this.name"
             };
-            assert!(dims.contains(want), "{}: {dims}", at("dimensions"));
+            assert!(
+                dims.contains(want),
+                "{}: {name}.dimensions: {dims}",
+                s.name()
+            );
         }
         // The two "below the minimum" alarms follow the group's minimum.
         for name in ["elb_healthy_hosts_below_min", "asg_in_service_below_min"] {

@@ -22,7 +22,7 @@ use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
 use serde_json::{json, Value};
 use yaml_rust2::{Yaml, YamlLoader};
 
-use crate::common::{self, campaign_doc, insert, TestApp};
+use crate::common::{self, insert, TestApp};
 
 /// Labels Prometheus gives every target (monitoring/prometheus/prometheus.yml):
 /// they are never on the exposition itself.
@@ -523,19 +523,13 @@ fn check_expr(place: &str, expr: &str, exposed: &Exposed, extra_labels: &[String
     problems
 }
 
-async fn seed(app: &TestApp, cid: &str, n: usize) {
-    insert(&app.db, "campaigns", vec![campaign_doc(cid, "Monitoring")]).await;
-    insert(
-        &app.db,
-        "markets",
-        vec![doc! { "_id": format!("{cid}-m"), "campaignId": cid, "city": "Austin", "state": "TX", "event": { "ids": [] } }],
-    )
-    .await;
-    let entries = (0..n)
-        .map(|i| doc! { "_id": { "campaign_id": cid, "user_id": format!("u{i}") }, "fields": { "market": format!("{cid}-m") },
-                         "date": { "created": DateTime::from_millis(1_767_225_600_000) } })
-        .collect();
-    insert(&app.db, "entries", entries).await;
+/// An export record as the queue stores it, created `ago_secs` ago.
+fn export_record(status: &str, ago_secs: i64) -> Document {
+    let created = DateTime::from_millis(chrono::Utc::now().timestamp_millis() - ago_secs * 1000);
+    doc! {
+        "_id": ObjectId::new(), "campaignId": "c1", "campaignName": "C", "exportType": "entries",
+        "status": status, "date": { "created": created }, "attempts": 0,
+    }
 }
 
 async fn scrape(app: &TestApp) -> String {
@@ -572,7 +566,7 @@ async fn rules_and_dashboard_name_only_metrics_a_running_instance_exposes() {
         assert!(before.has("vf_export_duration_seconds_bucket", "export_type", ty));
     }
     // One export, a health check and a scrape, as in production.
-    seed(&app, "c1", 10).await;
+    common::procs::seed(&app, "c1", 10, 1).await;
     let r = app
         .post_export("c1", json!({ "exportType": "entries" }))
         .await;
@@ -894,24 +888,16 @@ async fn oldest_pending_age_is_the_oldest_waiting_exports_wait() {
         .unwrap();
     let queue = vf_export::queue::Queue::new(store);
     assert_eq!(queue.oldest_pending_age().await.unwrap(), 0, "empty queue");
-    let record = |status: &str, created_ago_secs: i64| -> Document {
-        let created =
-            DateTime::from_millis(chrono::Utc::now().timestamp_millis() - created_ago_secs * 1000);
-        doc! {
-            "_id": ObjectId::new(), "campaignId": "c1", "campaignName": "C", "exportType": "entries",
-            "status": status, "date": { "created": created }, "attempts": 0,
-        }
-    };
     let t0 = Instant::now();
     // A FINISHED export older than any waiting one does not count.
     insert(
         &app.db,
         "exports",
         vec![
-            record("FINISHED", 7200),
-            record("PENDING", 600),
-            record("PENDING", 60),
-            record("TRIGGERED", 3000),
+            export_record("FINISHED", 7200),
+            export_record("PENDING", 600),
+            export_record("PENDING", 60),
+            export_record("TRIGGERED", 3000),
         ],
     )
     .await;
@@ -963,16 +949,7 @@ async fn backlog_age_reaches_cloudwatch_under_the_alarms_dimension() {
     }
     let ns = common::unique("VfExportAgeTest");
     let app = TestApp::spawn_with(&[("worker-concurrency", "0")]).await;
-    let created = DateTime::from_millis(chrono::Utc::now().timestamp_millis() - 900_000);
-    insert(
-        &app.db,
-        "exports",
-        vec![doc! {
-            "_id": ObjectId::new(), "campaignId": "c1", "campaignName": "C", "exportType": "entries",
-            "status": "PENDING", "date": { "created": created }, "attempts": 0,
-        }],
-    )
-    .await;
+    insert(&app.db, "exports", vec![export_record("PENDING", 900)]).await;
     let publisher = app
         .sibling(&[
             ("worker-concurrency", "0"),
