@@ -567,15 +567,7 @@ async fn rules_and_dashboard_name_only_metrics_a_running_instance_exposes() {
     }
     // One export, a health check and a scrape, as in production.
     common::procs::seed(&app, "c1", 10, 1).await;
-    let r = app
-        .post_export("c1", json!({ "exportType": "entries" }))
-        .await;
-    assert_eq!(r.status(), 201);
-    let id = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let done = app.wait_done("c1", &id, Duration::from_secs(60)).await;
+    let done = common::seed::run(&app, "c1", json!({ "exportType": "entries" })).await;
     assert_eq!(done["status"], "FINISHED", "{done}");
     let hb = app
         .http
