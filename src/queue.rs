@@ -712,4 +712,20 @@ impl Queue {
         }
         Ok(out)
     }
+
+    /// Seconds the oldest PENDING export has waited since it was created (0
+    /// when none waits): the backlog-age gauge and CloudWatch datum. A
+    /// handed-back or retried export keeps its creation time, so this is how
+    /// long a campaign tool has been waiting, not how long since the last try.
+    pub async fn oldest_pending_age(&self) -> Result<i64, StoreError> {
+        let oldest = self
+            .coll()
+            .find_one(doc! { "status": Status::Pending.as_str() })
+            .sort(doc! { "date.created": 1 })
+            .await?;
+        let Some(d) = oldest else { return Ok(0) };
+        let created = decode(d)?.created().timestamp_millis();
+        // A clock ahead of ours is not a negative wait.
+        Ok((now_ms() - created).max(0) / 1000)
+    }
 }

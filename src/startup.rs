@@ -58,6 +58,7 @@ impl Application {
         let metrics = Metrics::new();
         let queue = Queue::new(store.clone());
         let registry = Registry::new();
+        metrics.preinit(&registry.names());
         let auth = match (&cfg.jwt, role) {
             (Some(k), _) => Arc::new(Auth::new(k)?),
             (None, Role::Worker) => {
@@ -170,7 +171,8 @@ impl Application {
     }
 }
 
-/// Keep the queue-depth gauge fresh in the background (never on a request).
+/// Keep the queue-depth and backlog-age gauges fresh in the background
+/// (never on a request).
 async fn refresh_depth(state: AppState) {
     loop {
         match state.queue.depth().await {
@@ -184,6 +186,10 @@ async fn refresh_depth(state: AppState) {
                 }
             }
             Err(e) => tracing::debug!(error = %e, "queue depth refresh failed"),
+        }
+        match state.queue.oldest_pending_age().await {
+            Ok(secs) => state.metrics.oldest_pending_age.set(secs),
+            Err(e) => tracing::debug!(error = %e, "oldest pending age refresh failed"),
         }
         tokio::time::sleep(DEPTH_EVERY).await;
     }

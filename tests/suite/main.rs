@@ -18,6 +18,7 @@ mod export_types_scoring;
 mod export_types_sfmc;
 mod failures;
 mod infra_terraform;
+mod monitoring;
 mod observability;
 mod oneshot;
 mod privacy_logs;
