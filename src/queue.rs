@@ -74,6 +74,10 @@ pub struct Progress {
     pub bytes_written: i64,
     #[serde(default)]
     pub expected_rows: Option<i64>,
+    /// Rows the current attempt did not read again: it continued a
+    /// checkpoint holding them (0: from the start).
+    #[serde(default)]
+    pub resumed_from_row: i64,
 }
 
 /// A multipart upload, recorded so whoever reclaims the export can abort it
@@ -147,6 +151,9 @@ pub struct ExportRecord {
     pub sha256: Option<String>,
     #[serde(default)]
     pub bytes: Option<i64>,
+    /// The last checkpoint of a resumable export's open upload.
+    #[serde(default)]
+    pub checkpoint: Option<crate::sink::Checkpoint>,
 }
 
 /// A flag stored as a boolean, read leniently: some writers (and the
@@ -230,7 +237,17 @@ fn decode(d: Document) -> Result<ExportRecord, StoreError> {
 
 /// Fields an export leaves behind when it stops being active.
 fn inactive_unset() -> Document {
-    doc! { "activeKey": "", "lease": "", "upload": "" }
+    doc! { "activeKey": "", "lease": "", "upload": "", "checkpoint": "" }
+}
+
+/// What a hand-back removes: the lease, and the upload with its
+/// checkpoint unless the next attempt continues them.
+fn released_unset(keep_upload: bool) -> Document {
+    if keep_upload {
+        doc! { "lease": "" }
+    } else {
+        doc! { "lease": "", "upload": "", "checkpoint": "" }
+    }
 }
 
 /// The queue: every read and write of the `exports` collection.
@@ -392,6 +409,7 @@ impl Queue {
                     "lease": { "owner": owner, "expiresAtMs": now + lease.as_millis() as i64 },
                     "progress.rowsWritten": 0i64,
                     "progress.bytesWritten": 0i64,
+                    "progress.resumedFromRow": 0i64,
                 },
                 "$unset": { "retryAtMs": "", "retryAt": "" },
                 "$inc": { "attempts": 1 },
@@ -552,6 +570,7 @@ impl Queue {
         retry_at_ms: i64,
         message: &str,
         payload: Document,
+        keep_upload: bool,
     ) -> Result<bool, StoreError> {
         self.owned_update(
             id,
@@ -566,23 +585,68 @@ impl Queue {
                     "retryAt": DateTime::from_millis(retry_at_ms),
                     "error": { "message": message, "payload": payload },
                 },
-                "$unset": { "lease": "", "upload": "" },
+                "$unset": released_unset(keep_upload),
             },
         )
         .await
     }
 
+    /// Record a resumable export's checkpoint (the part's ETag with it),
+    /// while `owner` holds the lease.
+    pub async fn checkpoint(
+        &self,
+        id: ObjectId,
+        owner: &str,
+        cp: &crate::sink::Checkpoint,
+    ) -> Result<bool, StoreError> {
+        let cp_bson = bson::to_bson(cp).map_err(|e| StoreError::custom(e.to_string()))?;
+        self.owned_update(id, owner, doc! { "$set": { "checkpoint": cp_bson } })
+            .await
+    }
+
+    /// This attempt continues a checkpoint holding `rows` rows.
+    pub async fn resumed_from(
+        &self,
+        id: ObjectId,
+        owner: &str,
+        rows: u64,
+    ) -> Result<bool, StoreError> {
+        self.owned_update(
+            id,
+            owner,
+            doc! { "$set": {
+                "progress.resumedFromRow": rows as i64,
+                "progress.rowsWritten": rows as i64,
+            } },
+        )
+        .await
+    }
+
+    /// Forget a checkpoint that cannot be continued (its upload is gone or
+    /// differs): the export starts again.
+    pub async fn drop_checkpoint(&self, id: ObjectId, owner: &str) -> Result<bool, StoreError> {
+        self.owned_update(
+            id,
+            owner,
+            doc! { "$unset": { "checkpoint": "", "upload": "" } },
+        )
+        .await
+    }
+
     /// Hand the export back to the queue (status PENDING). `count_attempt =
-    /// false` for a drain, which is not the export's fault.
+    /// false` for a drain, which is not the export's fault. `keep_upload`:
+    /// the upload stays open at the recorded checkpoint, and the next
+    /// attempt continues it.
     pub async fn release(
         &self,
         id: ObjectId,
         owner: &str,
         count_attempt: bool,
+        keep_upload: bool,
     ) -> Result<bool, StoreError> {
         let mut update = doc! {
             "$set": { "status": Status::Pending.as_str() },
-            "$unset": { "lease": "", "upload": "" },
+            "$unset": released_unset(keep_upload),
         };
         if !count_attempt {
             update.insert("$inc", doc! { "attempts": -1 });

@@ -35,6 +35,11 @@ impl Shutdown {
     pub async fn draining(&self) {
         self.draining.cancelled().await
     }
+    /// Cancelled once draining starts: a resumable export stops at its
+    /// next part boundary.
+    pub fn draining_token(&self) -> CancellationToken {
+        self.draining.clone()
+    }
     pub async fn handing_back(&self) {
         self.hand_back.cancelled().await
     }

@@ -13,13 +13,17 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::encode::ResumeFrom;
 use crate::error::Code;
 use crate::exports::{
-    produce, ExportError, Outputs, Params, Progress, Registry, S3Outputs, Source,
+    produce, ExportError, Outputs, Params, Parted, Progress, Registry, S3Outputs, Shape, Source,
 };
 use crate::queue::{ExportRecord, Finished, Queue, Status, UploadRef};
 use crate::shutdown::Shutdown;
-use crate::sink::{BoxRead, BoxWrite, DestKind, ObjectSpec, Sinks, Upload, Uploaded};
+use crate::sink::{
+    BoxRead, BoxWrite, Checkpoint, DestKind, Destination, ObjectSpec, OnPart, SinkError, Sinks,
+    Upload, Uploaded,
+};
 use crate::store::Store;
 use crate::telemetry::Metrics;
 
@@ -274,7 +278,8 @@ impl Worker {
             let t0 = Instant::now();
             // A panic in an export's code fails that export, never the
             // process (spec: exports.md, Failures).
-            let outcome = match std::panic::AssertUnwindSafe(self.execute(&rec, &shutdown))
+            let progress = Progress::default();
+            let outcome = match std::panic::AssertUnwindSafe(self.execute(&rec, &shutdown, &progress))
                 .catch_unwind()
                 .await
             {
@@ -283,6 +288,9 @@ impl Worker {
             };
             let (id, owner) = (rec.id, self.owner.as_str());
             let ty = rec.export_type.as_str();
+            // A resumable run that stopped at a checkpoint leaves its upload
+            // for the next attempt.
+            let kept = progress.kept_upload.load(Ordering::Relaxed);
             match outcome {
                 Ok(done) => {
                     m.exports.with_label_values(&[ty, Status::Finished.as_str()]).inc();
@@ -295,15 +303,15 @@ impl Worker {
                     tracing::warn!("lease lost: the export expired, was cancelled, or another worker owns it now");
                 }
                 Err(ExportError::Drained) => {
-                    let r = self.queue.release(id, owner, false).await;
-                    tracing::info!(released = r.unwrap_or(false), "export handed back to the queue on shutdown");
+                    let r = self.queue.release(id, owner, false, kept).await;
+                    tracing::info!(released = r.unwrap_or(false), at_checkpoint = kept, "export handed back to the queue on shutdown");
                 }
                 Err(e) if e.retryable() && (rec.attempts as u32) < self.settings.max_attempts => {
                     let wait = backoff(self.settings.retry_backoff, rec.attempts.max(1) as u32);
                     let at = crate::queue::now_ms() + wait.as_millis() as i64;
                     let mut payload = e.payload();
                     payload.insert("attempts", rec.attempts);
-                    let r = self.queue.retry_later(id, owner, at, &e.to_string(), payload).await;
+                    let r = self.queue.retry_later(id, owner, at, &e.to_string(), payload, kept).await;
                     tracing::warn!(error = %e, released = r.unwrap_or(false), retry_in_secs = wait.as_secs(), "export attempt failed; it will be retried");
                 }
                 Err(e) => {
@@ -329,13 +337,13 @@ impl Worker {
         .await
     }
 
-    async fn execute(&self, rec: &ExportRecord, shutdown: &Shutdown) -> Result<Done, ExportError> {
+    async fn execute(
+        &self,
+        rec: &ExportRecord,
+        shutdown: &Shutdown,
+        progress: &Progress,
+    ) -> Result<Done, ExportError> {
         let (id, owner, lease) = (rec.id, self.owner.as_str(), self.settings.lease);
-        // A previous attempt's owner died with an upload open: abort it.
-        if let Some(up) = &rec.upload {
-            self.sinks.abort_orphan(up).await?;
-            self.queue.record_upload(id, owner, None).await?;
-        }
         self.hooks.run(Stage::Claimed, rec).await;
         let ty = self
             .registry
@@ -344,6 +352,17 @@ impl Worker {
                 message: format!("unknown export type {}", rec.export_type),
                 payload: None,
             })?;
+        // A previous attempt left an upload open: continued from its
+        // checkpoint (a single CSV that has one), else aborted.
+        let resume = match (&rec.upload, &rec.checkpoint) {
+            (Some(up), Some(cp)) if ty.shape() == Shape::Csv => Some((up.clone(), cp.clone())),
+            (Some(up), _) => {
+                self.sinks.abort_orphan(up).await?;
+                self.queue.record_upload(id, owner, None).await?;
+                None
+            }
+            (None, _) => None,
+        };
         let campaign = self
             .store
             .campaign(&rec.campaign_id)
@@ -387,7 +406,6 @@ impl Worker {
         self.sinks.destination(ty.destination()).await?;
 
         // Lease renewal and progress, beside the export.
-        let progress = Progress::default();
         let lost = CancellationToken::new();
         let renewal = {
             let (queue, owner, lost) = (self.queue.clone(), self.owner.clone(), lost.clone());
@@ -424,11 +442,13 @@ impl Worker {
             id,
             owner,
             lease,
-            progress: &progress,
+            progress,
             lost: &lost,
             shutdown,
+            resume: std::sync::Mutex::new(resume),
+            metrics: &self.metrics,
         };
-        let result = produce(ty.as_ref(), &src, &outputs, &progress).await;
+        let result = produce(ty.as_ref(), &src, &outputs, progress).await;
         renewal.stop().await;
         let done = result?;
         let finished = Finished {
@@ -460,18 +480,86 @@ struct QueuedOutputs<'a> {
     progress: &'a Progress,
     lost: &'a CancellationToken,
     shutdown: &'a Shutdown,
+    /// The upload and checkpoint a previous attempt left (taken by the
+    /// first resumable object opened).
+    resume: std::sync::Mutex<Option<(UploadRef, Checkpoint)>>,
+    metrics: &'a Metrics,
 }
 
-#[async_trait::async_trait]
-impl Outputs for QueuedOutputs<'_> {
-    async fn open(
+impl QueuedOutputs<'_> {
+    /// The checkpoint writer a resumable upload calls after each cut part:
+    /// on the export, while this attempt holds its lease.
+    fn on_part(&self) -> OnPart {
+        let (queue, id, owner) = (self.queue.clone(), self.id, self.owner.to_string());
+        Arc::new(move |cp: Checkpoint| {
+            let (queue, owner) = (queue.clone(), owner.clone());
+            Box::pin(async move {
+                match queue.checkpoint(id, &owner, &cp).await {
+                    Ok(true) => Ok(()),
+                    // Not this attempt's any more: stop, keep the upload.
+                    Ok(false) => Err(SinkError::Suspended),
+                    // Not recorded: stop here and keep the upload; the
+                    // lease lapses and the next attempt continues from the
+                    // checkpoint before.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not record a checkpoint");
+                        Err(SinkError::Suspended)
+                    }
+                }
+            })
+        })
+    }
+
+    /// Continue `up` from `cp`, or `None` when it cannot be (then it is
+    /// aborted and forgotten: the export starts again).
+    async fn continue_upload(
         &self,
-        dest: DestKind,
+        dest: &Destination,
         spec: &ObjectSpec,
-    ) -> Result<(BoxWrite, Upload), ExportError> {
-        // Record where the upload will be before starting it: if this
-        // process dies before the id is recorded, whoever reclaims the
-        // export still finds the upload by its key.
+        up: UploadRef,
+        cp: Checkpoint,
+    ) -> Result<Option<Parted>, ExportError> {
+        let opened = if up.key == spec.key && up.bucket == dest.bucket {
+            self.s3
+                .sinks
+                .open_s3_parts(dest, spec, self.on_part(), Some((&up, &cp)))
+                .await
+        } else {
+            Err(SinkError::Resume("the object's key changed".into()))
+        };
+        match opened {
+            Ok((writer, upload)) => {
+                let rows = cp.rows.max(0) as u64;
+                if !self.queue.resumed_from(self.id, self.owner, rows).await? {
+                    return Err(ExportError::LeaseLost);
+                }
+                self.metrics.resumed_rows.inc_by(rows);
+                Ok(Some(Parted {
+                    writer,
+                    upload,
+                    resume: Some(ResumeFrom {
+                        rows,
+                        position: cp.last_key,
+                    }),
+                    stop: self.shutdown.draining_token(),
+                }))
+            }
+            Err(SinkError::Resume(why)) => {
+                tracing::warn!(reason = %why, "the checkpoint cannot be continued: starting the export again");
+                self.s3.sinks.abort_orphan(&up).await?;
+                if !self.queue.drop_checkpoint(self.id, self.owner).await? {
+                    return Err(ExportError::LeaseLost);
+                }
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Record where an upload will be, before starting it: if this process
+    /// dies before the id is recorded, whoever reclaims the export still
+    /// finds the upload by its key.
+    async fn record_intent(&self, dest: DestKind, spec: &ObjectSpec) -> Result<(), ExportError> {
         let intent = UploadRef {
             bucket: self.s3.sinks.destination(dest).await?.bucket,
             key: spec.key.clone(),
@@ -484,16 +572,72 @@ impl Outputs for QueuedOutputs<'_> {
         {
             return Err(ExportError::LeaseLost);
         }
-        let (w, upload) = self.s3.open(dest, spec).await?;
+        Ok(())
+    }
+
+    /// Record the started upload's id (aborting it if the lease is gone).
+    async fn record_started(&self, upload: &Upload) -> Result<(), ExportError> {
         if !self
             .queue
             .record_upload(self.id, self.owner, upload.info())
             .await?
         {
-            upload.abort().await;
             return Err(ExportError::LeaseLost);
         }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Outputs for QueuedOutputs<'_> {
+    async fn open(
+        &self,
+        dest: DestKind,
+        spec: &ObjectSpec,
+    ) -> Result<(BoxWrite, Upload), ExportError> {
+        self.record_intent(dest, spec).await?;
+        let (w, upload) = self.s3.open(dest, spec).await?;
+        if let Err(e) = self.record_started(&upload).await {
+            upload.abort().await;
+            return Err(e);
+        }
         Ok((w, upload))
+    }
+    async fn open_parts(
+        &self,
+        dest: DestKind,
+        spec: &ObjectSpec,
+    ) -> Result<Option<Parted>, ExportError> {
+        let role = self.s3.sinks.role_arn_for(dest);
+        let d = self
+            .s3
+            .sinks
+            .destination(dest)
+            .await
+            .map_err(|e| e.with_role(role))?;
+        let left = self.resume.lock().expect("not poisoned").take();
+        if let Some((up, cp)) = left {
+            if let Some(p) = self.continue_upload(&d, spec, up, cp).await? {
+                return Ok(Some(p));
+            }
+        }
+        self.record_intent(dest, spec).await?;
+        let (writer, upload) = self
+            .s3
+            .sinks
+            .open_s3_parts(&d, spec, self.on_part(), None)
+            .await
+            .map_err(|e| e.with_role(role))?;
+        if let Err(e) = self.record_started(&upload).await {
+            upload.abort().await;
+            return Err(e);
+        }
+        Ok(Some(Parted {
+            writer,
+            upload,
+            resume: None,
+            stop: self.shutdown.draining_token(),
+        }))
     }
     async fn before_commit(&self) -> Result<(), ExportError> {
         let p = self.progress;

@@ -1,7 +1,10 @@
-//! Graceful drain, through the real signal path: SIGTERM to a spawned
-//! `vf-export serve`. Either the in-flight export finishes within
-//! DRAIN_TIMEOUT_SECS, or it is handed back to the queue (PENDING, attempt
-//! not counted, upload aborted) for another worker to finish. Exit 0 both ways.
+//! Graceful drain of exports that cannot be continued from a checkpoint
+//! (a ZIP, here `promoterEmailOptIn`), through the real signal path:
+//! SIGTERM to a spawned `vf-export serve`. Either the in-flight export
+//! finishes within DRAIN_TIMEOUT_SECS, or it is handed back to the queue
+//! (PENDING, attempt not counted, upload aborted) for another worker to
+//! start again. Exit 0 both ways. (Single-CSV exports are handed back at
+//! their next part boundary instead: `tests/reliability_resume.rs`.)
 
 mod common;
 
@@ -66,6 +69,50 @@ async fn warm_up(app: &TestApp) {
         .unwrap();
 }
 
+/// Every entry of the campaign opted in to one promoter: the ZIP export
+/// then holds every entry, as one CSV.
+async fn opt_in_everyone(app: &TestApp, cid: &str) {
+    let db = &app.db;
+    db.collection::<Document>("promoters")
+        .insert_one(doc! { "_id": "p1", "name": "Promoter One" })
+        .await
+        .unwrap();
+    db.collection::<Document>("campaigns")
+        .update_one(
+            doc! { "_id": cid },
+            doc! { "$set": { "promoters": ["p1"] } },
+        )
+        .await
+        .unwrap();
+    db.collection::<Document>("entries")
+        .update_many(
+            doc! { "_id.campaign_id": cid },
+            doc! { "$set": { "fields.promoterOptIns": ["p1"] } },
+        )
+        .await
+        .unwrap();
+}
+
+/// Data rows of the single CSV in a ZIP.
+fn zip_rows(body: &[u8]) -> u64 {
+    let mut zip = zip_reader(body);
+    let mut text = Vec::new();
+    std::io::Read::read_to_end(&mut zip, &mut text).unwrap();
+    csv_records(&text) as u64 - 1
+}
+
+/// The first entry of a ZIP (stored or deflated), read with flate2.
+fn zip_reader(body: &[u8]) -> impl std::io::Read + '_ {
+    // Local file header: signature, then fixed fields; sizes may be in a
+    // data descriptor (streamed), so read the deflate stream to its end.
+    assert_eq!(&body[..4], b"PK\x03\x04", "a ZIP");
+    let name_len = u16::from_le_bytes([body[26], body[27]]) as usize;
+    let extra_len = u16::from_le_bytes([body[28], body[29]]) as usize;
+    let method = u16::from_le_bytes([body[8], body[9]]);
+    assert_eq!(method, 8, "deflated");
+    flate2::read::DeflateDecoder::new(&body[30 + name_len + extra_len..])
+}
+
 async fn post(http: &reqwest::Client, base: &str, cid: &str, body: Value) -> String {
     let tok = token_with("u42", &[(cid, &["REPORT"])], false, 3600);
     let r = http
@@ -89,6 +136,7 @@ async fn sigterm_lets_the_running_export_finish() {
     let app = TestApp::spawn_with(&[("worker-concurrency", "0")]).await;
     let cid = "drain1";
     seed(&app, cid, ENTRIES, 4).await;
+    opt_in_everyone(&app, cid).await;
     warm_up(&app).await;
     let dir = tempfile::tempdir().unwrap();
     let env = env_for(
@@ -105,7 +153,13 @@ async fn sigterm_lets_the_running_export_finish() {
     let hb = format!("{base}/heartbeat");
     assert_eq!(http.get(&hb).send().await.unwrap().status(), 200);
 
-    let running = post(&http, &base, cid, json!({ "exportType": "entries" })).await;
+    let running = post(
+        &http,
+        &base,
+        cid,
+        json!({ "exportType": "promoterEmailOptIn" }),
+    )
+    .await;
     wait_running(&app, &running).await;
     // Queued behind the running one (one slot): must stay queued.
     let queued = post(
@@ -140,7 +194,7 @@ async fn sigterm_lets_the_running_export_finish() {
     assert_eq!(v["status"], "FINISHED", "{v}");
     assert_eq!(v["count"], ENTRIES);
     let body = app.download(v["path"].as_str().unwrap()).await;
-    assert_eq!(csv_records(&body) as u64, ENTRIES + 1);
+    assert_eq!(zip_rows(&body), ENTRIES);
     // No new claim during the drain.
     let q = raw(&app, &queued).await;
     assert_eq!(q.get_str("status"), Ok("PENDING"), "{q}");
@@ -159,6 +213,7 @@ async fn sigterm_after_the_drain_timeout_hands_the_export_back() {
     let app = TestApp::spawn_with(&[("worker-concurrency", "0")]).await;
     let cid = "drain2";
     seed(&app, cid, ENTRIES, 4).await;
+    opt_in_everyone(&app, cid).await;
     warm_up(&app).await;
     let dir = tempfile::tempdir().unwrap();
     let env = env_for(
@@ -172,7 +227,13 @@ async fn sigterm_after_the_drain_timeout_hands_the_export_back() {
     let mut serve = Proc::spawn("serve", &env, dir.path(), "serve");
     let base = serve.base().await;
     let http = reqwest::Client::new();
-    let id = post(&http, &base, cid, json!({ "exportType": "entries" })).await;
+    let id = post(
+        &http,
+        &base,
+        cid,
+        json!({ "exportType": "promoterEmailOptIn" }),
+    )
+    .await;
     let before = wait_running(&app, &id).await;
     assert_eq!(before.get_i32("attempts"), Ok(1));
     let upload_key = before
@@ -211,7 +272,7 @@ async fn sigterm_after_the_drain_timeout_hands_the_export_back() {
     assert_eq!(v["count"], ENTRIES);
     assert_eq!(raw(&app, &id).await.get_i32("attempts"), Ok(1));
     let body = app.download(v["path"].as_str().unwrap()).await;
-    assert_eq!(csv_records(&body) as u64, ENTRIES + 1);
+    assert_eq!(zip_rows(&body), ENTRIES);
     assert_eq!(app.open_uploads(&app.buckets.exports).await, 0);
     next.stop().await;
     app.stop().await;

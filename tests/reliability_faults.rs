@@ -62,7 +62,7 @@ async fn a_taken_over_lease_cannot_overwrite_the_new_owners_result() {
     assert!(!q.heartbeat(id, "owner-a", lease, 10, 10).await.unwrap());
     assert!(!q.set_expected_rows(id, "owner-a", Some(9)).await.unwrap());
     assert!(!q.record_upload(id, "owner-a", None).await.unwrap());
-    assert!(!q.release(id, "owner-a", false).await.unwrap());
+    assert!(!q.release(id, "owner-a", false, false).await.unwrap());
     assert!(!q
         .finish(id, "owner-a", &finished("a-key", 1, 1))
         .await
@@ -81,7 +81,7 @@ async fn a_taken_over_lease_cannot_overwrite_the_new_owners_result() {
         .unwrap());
     assert!(!q.fail(id, "owner-a", "A failed", None, None).await.unwrap());
     assert!(!q.fail(id, "owner-b", "late", None, None).await.unwrap());
-    assert!(!q.release(id, "owner-b", true).await.unwrap());
+    assert!(!q.release(id, "owner-b", true, false).await.unwrap());
     let d = q.by_id(id).await.unwrap().unwrap();
     assert_eq!(d.status.as_str(), "FINISHED");
     assert_eq!(d.key, Some(Bson::String("b-key".into())));

@@ -6,12 +6,17 @@ use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use async_compression::tokio::write::GzipEncoder;
 use async_compression::Level;
 use csv_async::{AsyncWriter, AsyncWriterBuilder, ByteRecord, QuoteStyle, Terminator};
-use tokio::io::AsyncWriteExt;
+use mongodb::bson::Bson;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
 
-use crate::sink::BoxWrite;
+use crate::sink::{BoxWrite, CutDue, PartWriter};
 
 /// OWASP CSV injection: a cell a spreadsheet would run as a formula gets a
 /// leading `'`. `+`/`-` followed by a plain number or phone number
@@ -48,18 +53,150 @@ fn is_plain_number(rest: &[u8]) -> bool {
 /// (level 6 cost more per row than reading the row from MongoDB).
 pub fn maybe_gzip(w: BoxWrite, gzip: bool) -> BoxWrite {
     if gzip {
-        Box::new(GzipEncoder::with_quality(w, Level::Fastest))
+        Box::new(gzip_encoder(w))
     } else {
         w
     }
 }
 
+fn gzip_encoder<W: AsyncWrite>(w: W) -> GzipEncoder<W> {
+    GzipEncoder::with_quality(w, Level::Fastest)
+}
+
+/// Why an encoder stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    #[error("writing CSV: {0}")]
+    Csv(#[from] csv_async::Error),
+    #[error("writing output: {0}")]
+    Io(#[from] std::io::Error),
+    /// Asked to stop: the last part is cut and checkpointed (a hand-back).
+    #[error("stopped at a part boundary")]
+    Suspended,
+}
+
+/// What a CSV writer writes into: any byte sink, or the parts of a
+/// resumable upload (whose shutdown only flushes: a gzip member ends at
+/// every cut, not the upload).
+enum Sink {
+    Boxed(BoxWrite),
+    Parts(PartWriter),
+}
+
+/// The bytes under the CSV writer: plain, or one gzip member.
+enum Stage {
+    Plain(Sink),
+    // Boxed: the encoder's state is large, and one per writer.
+    Gzip(Box<GzipEncoder<Sink>>),
+}
+
+impl AsyncWrite for Sink {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Sink::Boxed(w) => Pin::new(w).poll_write(cx, buf),
+            Sink::Parts(w) => Pin::new(w).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Sink::Boxed(w) => Pin::new(w).poll_flush(cx),
+            Sink::Parts(w) => Pin::new(w).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Sink::Boxed(w) => Pin::new(w).poll_shutdown(cx),
+            // The parts outlive a member: only `CsvOut::finish` closes them.
+            Sink::Parts(w) => Pin::new(w).poll_flush(cx),
+        }
+    }
+}
+
+impl AsyncWrite for Stage {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stage::Plain(w) => Pin::new(w).poll_write(cx, buf),
+            Stage::Gzip(w) => Pin::new(w).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stage::Plain(w) => Pin::new(w).poll_flush(cx),
+            Stage::Gzip(w) => Pin::new(w).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stage::Plain(w) => Pin::new(w).poll_shutdown(cx),
+            Stage::Gzip(w) => Pin::new(w).poll_shutdown(cx),
+        }
+    }
+}
+
+impl Stage {
+    fn new(sink: Sink, gzip: bool) -> Self {
+        if gzip {
+            Stage::Gzip(Box::new(gzip_encoder(sink)))
+        } else {
+            Stage::Plain(sink)
+        }
+    }
+    /// End the gzip member (if any) and give the sink back.
+    async fn into_sink(self) -> std::io::Result<Sink> {
+        match self {
+            Stage::Plain(s) => Ok(s),
+            Stage::Gzip(mut g) => {
+                g.shutdown().await?;
+                Ok(g.into_inner())
+            }
+        }
+    }
+}
+
+/// A resumable CSV's parts: where it may be cut, when it must stop.
+struct Parting {
+    due: CutDue,
+    stop: CancellationToken,
+    gzip: bool,
+    /// Where a continued run's readers start (None: from the beginning).
+    resume_from: Option<Bson>,
+}
+
+/// Where a resumable CSV continues from its last checkpoint.
+#[derive(Debug, Clone)]
+pub struct ResumeFrom {
+    /// Data rows already in the committed parts.
+    pub rows: u64,
+    /// The readers' position after them.
+    pub position: Bson,
+}
+
 /// A CSV writer that neutralises formulas and counts data rows.
 pub struct CsvOut {
-    w: AsyncWriter<BoxWrite>,
+    /// `None` only while a part is being cut.
+    w: Option<AsyncWriter<Stage>>,
+    delimiter: u8,
     rec: ByteRecord,
     rows: u64,
     progress: Arc<AtomicU64>,
+    parts: Option<Parting>,
+}
+
+fn csv_writer(stage: Stage, delimiter: u8) -> AsyncWriter<Stage> {
+    AsyncWriterBuilder::new()
+        .delimiter(delimiter)
+        .terminator(Terminator::Any(b'\n'))
+        .quote_style(QuoteStyle::Necessary)
+        .has_headers(false)
+        .create_writer(stage)
 }
 
 impl CsvOut {
@@ -72,18 +209,56 @@ impl CsvOut {
     /// As [`CsvOut::new`], adding each row to a shared counter: the several
     /// files of one export (ZIP entries, objects) report one total.
     pub fn with_progress(w: BoxWrite, delimiter: u8, progress: Arc<AtomicU64>) -> Self {
-        let w = AsyncWriterBuilder::new()
-            .delimiter(delimiter)
-            .terminator(Terminator::Any(b'\n'))
-            .quote_style(QuoteStyle::Necessary)
-            .has_headers(false)
-            .create_writer(w);
         Self {
-            w,
+            w: Some(csv_writer(Stage::Plain(Sink::Boxed(w)), delimiter)),
+            delimiter,
             rec: ByteRecord::new(),
             rows: 0,
             progress,
+            parts: None,
         }
+    }
+
+    /// A resumable CSV (spec: exports.md, Resumable): the type marks row
+    /// boundaries with [`CsvOut::boundary`]; at the first one after a
+    /// part's worth of bytes the part is cut (a whole gzip member when
+    /// `gzip`) and checkpointed, and when `stop` is cancelled the run stops
+    /// at the next boundary with [`EncodeError::Suspended`]. `resume`: the
+    /// run continues a checkpoint (its header is in the first part).
+    pub fn parted(
+        w: PartWriter,
+        gzip: bool,
+        delimiter: u8,
+        progress: Arc<AtomicU64>,
+        stop: CancellationToken,
+        resume: Option<ResumeFrom>,
+    ) -> Self {
+        let due = w.cut_due();
+        let rows = resume.as_ref().map_or(0, |r| r.rows);
+        progress.fetch_add(rows, Ordering::Relaxed);
+        Self {
+            w: Some(csv_writer(Stage::new(Sink::Parts(w), gzip), delimiter)),
+            delimiter,
+            rec: ByteRecord::new(),
+            rows,
+            progress,
+            parts: Some(Parting {
+                due,
+                stop,
+                gzip,
+                resume_from: resume.map(|r| r.position),
+            }),
+        }
+    }
+
+    /// Where this run's readers start: after this position when it
+    /// continues a checkpoint.
+    pub fn resume_from(&self) -> Option<&Bson> {
+        self.parts.as_ref().and_then(|p| p.resume_from.as_ref())
+    }
+
+    fn writer(&mut self) -> &mut AsyncWriter<Stage> {
+        self.w.as_mut().expect("a writer between cuts")
     }
 
     /// A shared view of the row count, for progress reporting.
@@ -96,13 +271,20 @@ impl CsvOut {
         self.rows
     }
 
-    /// The header line (not counted, not neutralised: our own names).
+    /// The header line (not counted, not neutralised: our own names). A
+    /// continued run has it already.
     pub async fn header<S: AsRef<str>>(&mut self, cells: &[S]) -> Result<(), csv_async::Error> {
+        if self.resume_from().is_some() {
+            return Ok(());
+        }
         self.rec.clear();
         for c in cells {
             self.rec.push_field(c.as_ref().as_bytes());
         }
-        self.w.write_byte_record(&self.rec).await
+        let rec = std::mem::take(&mut self.rec);
+        let r = self.writer().write_byte_record(&rec).await;
+        self.rec = rec;
+        r
     }
 
     /// One data row. Cells are copied into one reused record buffer (no
@@ -116,22 +298,76 @@ impl CsvOut {
                 Cow::Owned(s) => self.rec.push_field(s.as_bytes()),
             }
         }
-        self.w.write_byte_record(&self.rec).await?;
+        let rec = std::mem::take(&mut self.rec);
+        let r = self.writer().write_byte_record(&rec).await;
+        self.rec = rec;
+        r?;
         self.rows += 1;
         self.progress.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Flush and close the byte sink (writes the gzip trailer, signals end
-    /// of data to the uploader). Returns the row count.
-    pub async fn finish(self) -> Result<u64, std::io::Error> {
-        let rows = self.rows;
-        let mut inner = self
-            .w
+    /// A row boundary: every row so far is written, and the readers would
+    /// continue after `position()`. A resumable CSV cuts its part here when
+    /// a part's worth of bytes is written, and stops after the cut when it
+    /// was asked to; anything else ignores it. `position` is asked for only when a part is cut, and
+    /// before the returned future runs (so it may borrow a reader that is
+    /// not `Sync`).
+    pub fn boundary(
+        &mut self,
+        position: impl FnOnce() -> Bson,
+    ) -> impl std::future::Future<Output = Result<(), EncodeError>> + Send + '_ {
+        // Only a full part is cut (S3 wants every part but the last to be
+        // at least 5 MiB): a run asked to stop goes on to its next cut.
+        let cut = match &self.parts {
+            Some(p) if p.due.is_due() => Some((position(), p.stop.is_cancelled())),
+            _ => None,
+        };
+        async move {
+            match cut {
+                Some((position, stop)) => self.cut(position, stop).await,
+                None => Ok(()),
+            }
+        }
+    }
+
+    /// End the part here (a whole gzip member), checkpointed at `position`;
+    /// `stop`: end the run too.
+    async fn cut(&mut self, position: Bson, stop: bool) -> Result<(), EncodeError> {
+        let gzip = self.parts.as_ref().is_some_and(|p| p.gzip);
+        let w = self.w.take().expect("a writer between cuts");
+        let stage = w
             .into_inner()
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))?;
-        inner.shutdown().await?;
+        let Sink::Parts(mut parts) = stage.into_sink().await? else {
+            unreachable!("a parted CSV writes into parts");
+        };
+        parts.cut(self.rows, position).await?;
+        if stop {
+            // The writer is dropped: the upload task sees the end of data.
+            return Err(EncodeError::Suspended);
+        }
+        self.w = Some(csv_writer(
+            Stage::new(Sink::Parts(parts), gzip),
+            self.delimiter,
+        ));
+        Ok(())
+    }
+
+    /// Flush and close the byte sink (writes the gzip trailer, signals end
+    /// of data to the uploader). Returns the row count.
+    pub async fn finish(mut self) -> Result<u64, std::io::Error> {
+        let rows = self.rows;
+        let w = self.w.take().expect("a writer between cuts");
+        let stage = w
+            .into_inner()
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        match stage.into_sink().await? {
+            Sink::Boxed(mut b) => b.shutdown().await?,
+            Sink::Parts(mut p) => p.shutdown().await?,
+        }
         Ok(rows)
     }
 }

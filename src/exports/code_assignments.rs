@@ -53,7 +53,8 @@ impl ExportType for CodeAssignments {
     async fn write(&self, src: &Source, out: &mut CsvOut) -> Result<Meta, ExportError> {
         out.header(&COLUMNS).await?;
         let markets = Markets::new(&src.markets);
-        let mut reader = codes_reader(src, codes_filter(&src.campaign.id, assigned()));
+        let mut reader = codes_reader(src, codes_filter(&src.campaign.id, assigned()))
+            .resume(out.resume_from().unwrap_or(&mongodb::bson::Bson::Null))?;
         loop {
             let batch = reader.next_batch().await?;
             if batch.is_empty() {
@@ -86,6 +87,7 @@ impl ExportType for CodeAssignments {
                 ])
                 .await?;
             }
+            out.boundary(|| reader.position()).await?;
         }
     }
 }

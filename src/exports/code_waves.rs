@@ -87,7 +87,8 @@ impl ExportType for CodeWaves {
 
     async fn write(&self, src: &Source, out: &mut CsvOut) -> Result<Meta, ExportError> {
         out.header(&COLUMNS).await?;
-        let mut reader = codes_reader(src, wave_filter(src));
+        let mut reader =
+            codes_reader(src, wave_filter(src)).resume(out.resume_from().unwrap_or(&Bson::Null))?;
         loop {
             let batch = reader.next_batch().await?;
             if batch.is_empty() {
@@ -132,6 +133,7 @@ impl ExportType for CodeWaves {
                 ])
                 .await?;
             }
+            out.boundary(|| reader.position()).await?;
         }
     }
 }

@@ -3,7 +3,7 @@
 //! `.csv`, EXPORTS_BUCKET, then published to TMOL_BUCKET when configured.
 
 use async_trait::async_trait;
-use mongodb::bson::{doc, Document};
+use mongodb::bson::{doc, Bson, Document};
 
 use super::raw::text_at;
 use super::{ExportError, ExportType, FileFormat, Meta, Source};
@@ -57,7 +57,8 @@ impl ExportType for Codes {
 
     async fn write(&self, src: &Source, out: &mut CsvOut) -> Result<Meta, ExportError> {
         out.header(&COLUMNS).await?;
-        let mut reader = codes_reader(src, codes_filter(&src.campaign.id, doc! {}));
+        let mut reader = codes_reader(src, codes_filter(&src.campaign.id, doc! {}))
+            .resume(out.resume_from().unwrap_or(&Bson::Null))?;
         loop {
             let batch = reader.next_batch().await?;
             if batch.is_empty() {
@@ -72,6 +73,7 @@ impl ExportType for Codes {
                 ])
                 .await?;
             }
+            out.boundary(|| reader.position()).await?;
         }
     }
 }

@@ -46,6 +46,9 @@ impl ExportType for Entries {
         let pref_ids: Vec<&str> = prefs.iter().map(|p| p.id.as_str()).collect();
         let markets = Markets::new(&src.markets);
         let mut reader = EntryReader::new(src, doc! {});
+        if let Some(p) = out.resume_from() {
+            reader.resume(p)?;
+        }
         while let Some(batch) = reader.next_batch().await? {
             let market = &markets.views[batch.market];
             let mut row: Vec<Cow<'_, str>> = Vec::with_capacity(header.len());
@@ -72,6 +75,7 @@ impl ExportType for Entries {
                     }
                 }
             }
+            out.boundary(|| reader.position()).await?;
         }
         Ok(Meta::new())
     }

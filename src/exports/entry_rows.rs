@@ -151,6 +151,45 @@ impl<'s> EntryReader<'s> {
         f
     }
 
+    /// Where the reading stands (see [`Reader::position`]): the market and
+    /// the position in it.
+    pub fn position(&self) -> Bson {
+        let market = self
+            .src
+            .markets
+            .get(self.market)
+            .map(|m| m.id.clone())
+            .unwrap_or_default();
+        let within = self
+            .reader
+            .as_ref()
+            .map(Reader::position)
+            .unwrap_or(Bson::Null);
+        Bson::Document(doc! { "market": market, "in": within })
+    }
+
+    /// Continue after `position` (from [`EntryReader::position`]).
+    pub fn resume(&mut self, position: &Bson) -> Result<(), StoreError> {
+        let Bson::Document(p) = position else {
+            return Ok(());
+        };
+        let market = p.get_str("market").unwrap_or_default();
+        // Markets are read in `_id` order; one removed since the
+        // checkpoint continues with the next.
+        self.market = self
+            .src
+            .markets
+            .iter()
+            .position(|m| m.id.as_str() >= market)
+            .unwrap_or(self.src.markets.len());
+        if let Some(m) = self.src.markets.get(self.market).filter(|m| m.id == market) {
+            let filter = Self::filter(&self.src.campaign.id, &m.id, &self.extra);
+            let reader = Reader::new(&self.src.store, "entries", filter, ENTRY_KEY);
+            self.reader = Some(reader.resume(p.get("in").unwrap_or(&Bson::Null))?);
+        }
+        Ok(())
+    }
+
     pub async fn next_batch(&mut self) -> Result<Option<Batch>, StoreError> {
         loop {
             let Some(m) = self.src.markets.get(self.market) else {
@@ -456,6 +495,9 @@ pub async fn write_opt_ins(
     .await?;
     let markets = Markets::new(&src.markets);
     let mut reader = EntryReader::new(src, extra);
+    if let Some(p) = out.resume_from() {
+        reader.resume(p)?;
+    }
     while let Some(batch) = reader.next_batch().await? {
         let market = &markets.views[batch.market];
         for j in &batch.items {
@@ -475,6 +517,7 @@ pub async fn write_opt_ins(
             ])
             .await?;
         }
+        out.boundary(|| reader.position()).await?;
     }
     Ok(())
 }

@@ -98,7 +98,8 @@ impl ExportType for Fanlist {
             "entries",
             doc! { "_id.campaign_id": id_match(&src.campaign.id) },
             ENTRY_KEY,
-        );
+        )
+        .resume(out.resume_from().unwrap_or(&mongodb::bson::Bson::Null))?;
         let mut group: Option<Group> = None;
         loop {
             let entries = reader.next_batch().await?;
@@ -125,6 +126,13 @@ impl ExportType for Fanlist {
                     markets: list,
                 });
             }
+            // A row boundary: the batch's last user is written too (an
+            // entry's `_id` holds its user, so a user's entries of one
+            // campaign never continue into the next batch).
+            if let Some(done) = group.take() {
+                done.write(out, &markets).await?;
+            }
+            out.boundary(|| reader.position()).await?;
         }
         if let Some(done) = group.take() {
             done.write(out, &markets).await?;

@@ -25,7 +25,7 @@ pub mod sfmc;
 mod verified_entries;
 mod waitlist;
 
-pub use output::{produce, Files, Outputs, Produced, Progress, S3Outputs};
+pub use output::{produce, Files, Outputs, Parted, Produced, Progress, S3Outputs};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -168,6 +168,18 @@ pub enum ExportError {
     /// The process is shutting down: hand the export back.
     #[error("handed back on shutdown")]
     Drained,
+}
+
+impl From<crate::encode::EncodeError> for ExportError {
+    fn from(e: crate::encode::EncodeError) -> Self {
+        use crate::encode::EncodeError;
+        match e {
+            EncodeError::Csv(e) => ExportError::Csv(e),
+            EncodeError::Io(e) => ExportError::Io(e),
+            // Stopped at a part boundary: handed back at its checkpoint.
+            EncodeError::Suspended => ExportError::Drained,
+        }
+    }
 }
 
 impl ExportError {

@@ -23,10 +23,13 @@ use tokio::io::{AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
+use tokio_util::sync::CancellationToken;
 
 use super::{ExportError, ExportType, Shape, Source};
-use crate::encode::{maybe_gzip, CsvOut};
-use crate::sink::{BoxRead, BoxWrite, DestKind, ObjectSpec, SinkError, Sinks, Upload, Uploaded};
+use crate::encode::{maybe_gzip, CsvOut, ResumeFrom};
+use crate::sink::{
+    BoxRead, BoxWrite, DestKind, ObjectSpec, PartWriter, SinkError, Sinks, Upload, Uploaded,
+};
 
 /// Where a run's objects go.
 #[async_trait]
@@ -50,6 +53,17 @@ pub trait Outputs: Send + Sync {
     /// Resolves when the run must stop (lease lost, shutdown hand-back).
     async fn stopped(&self) -> ExportError {
         std::future::pending().await
+    }
+    /// A resumable single-CSV object (spec: exports.md, Resumable): parts
+    /// cut at row boundaries and checkpointed, continued from the export's
+    /// last checkpoint when it has one. `None`: this output does not
+    /// resume (the caller uses [`Outputs::open`]).
+    async fn open_parts(
+        &self,
+        _dest: DestKind,
+        _spec: &ObjectSpec,
+    ) -> Result<Option<Parted>, ExportError> {
+        Ok(None)
     }
     /// A committed object's body, streamed (for the TMOL publish).
     async fn read(&self, obj: &Uploaded) -> Result<BoxRead, ExportError>;
@@ -103,11 +117,24 @@ impl Outputs for S3Outputs {
     }
 }
 
+/// A resumable object as [`Outputs::open_parts`] gives it.
+pub struct Parted {
+    pub writer: PartWriter,
+    pub upload: Upload,
+    /// Where the run continues (`None`: from the start).
+    pub resume: Option<ResumeFrom>,
+    /// Cancelled when the run must stop at its next part boundary.
+    pub stop: CancellationToken,
+}
+
 /// Live counters of a run: data rows and bytes handed to the sinks.
 #[derive(Clone, Default)]
 pub struct Progress {
     pub rows: Arc<AtomicU64>,
     pub bytes: Arc<AtomicU64>,
+    /// The run stopped leaving its upload open at a checkpoint (the
+    /// export's next attempt continues it).
+    pub kept_upload: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What a finished run wrote.
@@ -154,6 +181,7 @@ pub async fn produce(
         outputs,
         progress: progress.clone(),
         open: None,
+        parted: false,
         done: Vec::new(),
     };
     let result = {
@@ -166,7 +194,10 @@ pub async fn produce(
     match result {
         Ok(p) => Ok(p),
         Err(e) => {
-            let cause = ledger.cleanup().await;
+            // Not the export's fault: a resumable upload stays open at its
+            // last checkpoint for the next attempt.
+            let keep = matches!(e, ExportError::Drained | ExportError::LeaseLost) || e.retryable();
+            let cause = ledger.cleanup(keep).await;
             Err(cause_of(e, cause))
         }
     }
@@ -185,6 +216,8 @@ fn cause_of(e: ExportError, sink: Option<SinkError>) -> ExportError {
             | ExportError::Published { .. }),
             _,
         ) => e,
+        // The checkpoint was refused: the export is not this attempt's.
+        (_, Some(SinkError::Suspended)) => ExportError::LeaseLost,
         (_, Some(s)) => s.into(),
         (e, None) => e,
     }
@@ -207,12 +240,16 @@ async fn run(
                 key: ty.key(&parts),
                 content_type: fmt.content_type(gzip),
             };
-            let w = ledger.open(dest, &spec, true).await?;
-            let mut out = CsvOut::with_progress(
-                maybe_gzip(w, gzip),
-                fmt.delimiter,
-                ledger.progress.rows.clone(),
-            );
+            let rows_counter = ledger.progress.rows.clone();
+            let mut out = match ledger.open_parts(dest, &spec).await? {
+                Some((writer, resume, stop)) => {
+                    CsvOut::parted(writer, gzip, fmt.delimiter, rows_counter, stop, resume)
+                }
+                None => {
+                    let w = ledger.open(dest, &spec, true).await?;
+                    CsvOut::with_progress(maybe_gzip(w, gzip), fmt.delimiter, rows_counter)
+                }
+            };
             let mut meta = ty.write(src, &mut out).await?;
             let rows = out.finish().await?;
             let main = ledger.commit(false).await?;
@@ -308,10 +345,37 @@ struct Ledger<'o> {
     outputs: &'o dyn Outputs,
     progress: Progress,
     open: Option<Upload>,
+    /// The open object is a resumable one (kept, not aborted, when the run
+    /// stops for a reason that is not the export's fault).
+    parted: bool,
     done: Vec<Uploaded>,
 }
 
 impl Ledger<'_> {
+    /// Open a resumable object, when the outputs offer one.
+    async fn open_parts(
+        &mut self,
+        dest: DestKind,
+        spec: &ObjectSpec,
+    ) -> Result<Option<(PartWriter, Option<ResumeFrom>, CancellationToken)>, ExportError> {
+        let Some(mut p) = self.outputs.open_parts(dest, spec).await? else {
+            return Ok(None);
+        };
+        if let Some(r) = &p.resume {
+            self.progress
+                .bytes
+                .store(p.upload.bytes(), Ordering::Relaxed);
+            tracing::info!(
+                rows = r.rows,
+                "continuing the export from its last checkpoint"
+            );
+        }
+        p.writer.count_bytes(self.progress.bytes.clone());
+        self.open = Some(p.upload);
+        self.parted = true;
+        Ok(Some((p.writer, p.resume, p.stop)))
+    }
+
     /// Open an object; `count` adds its bytes to the export's progress.
     async fn open(
         &mut self,
@@ -357,7 +421,20 @@ impl Ledger<'_> {
 
     /// Abort the open object and delete the committed ones: only what this
     /// attempt wrote, and only while it still holds its lease.
-    async fn cleanup(&mut self) -> Option<SinkError> {
+    async fn cleanup(&mut self, keep: bool) -> Option<SinkError> {
+        if keep && self.parted {
+            if let Some(up) = self.open.take() {
+                // Stop at the last checkpoint, leaving the upload for the
+                // export's next attempt.
+                return match up.suspend().await {
+                    Ok(()) => {
+                        self.progress.kept_upload.store(true, Ordering::Relaxed);
+                        None
+                    }
+                    Err(e) => Some(e),
+                };
+            }
+        }
         let cause = self.abort_open().await;
         if !self.done.is_empty() && !self.outputs.still_owner().await {
             tracing::warn!(

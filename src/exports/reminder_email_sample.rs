@@ -5,9 +5,10 @@
 use std::borrow::Cow;
 
 use async_trait::async_trait;
+use mongodb::bson::{doc, Bson};
 
 use super::reminder_email::{count_selected, default_region_meta};
-use super::sfmc::{defaulted, plan_regions, region_reader, SfmcRows, SFMC_COLUMNS};
+use super::sfmc::{defaulted, plan_regions, region_reader, SfmcRows, REGIONS, SFMC_COLUMNS};
 use super::{ExportError, ExportType, FileFormat, Meta, Source};
 use crate::encode::CsvOut;
 
@@ -38,9 +39,31 @@ impl ExportType for ReminderEmailSample {
     async fn write(&self, src: &Source, out: &mut CsvOut) -> Result<Meta, ExportError> {
         out.header(&self.columns()).await?;
         let rows = SfmcRows::new(src);
-        let mut default_rows = 0u64;
+        // A continued run: the region it stopped in, where in it, and the
+        // default-region rows so far.
+        let resume = match out.resume_from() {
+            Some(Bson::Document(p)) => Some(p.clone()),
+            _ => None,
+        };
+        let order = |r: &str| REGIONS.iter().position(|x| *x == r);
+        let from = resume
+            .as_ref()
+            .and_then(|p| order(p.get_str("region").unwrap_or_default()));
+        let mut default_rows = resume
+            .as_ref()
+            .and_then(|p| p.get_i64("defaultRows").ok())
+            .unwrap_or(0) as u64;
         for plan in plan_regions(src, src.sfmc_default_region).await? {
             let mut reader = region_reader(src, &plan, Some(SAMPLE));
+            match (from, order(plan.region)) {
+                // Regions in REGIONS order: those before it are written.
+                (Some(f), Some(o)) if o < f => continue,
+                (Some(f), Some(o)) if o == f => {
+                    let p = resume.as_ref().expect("a position");
+                    reader = reader.resume(p.get("in"))?;
+                }
+                _ => {}
+            }
             while let Some(batch) = reader.next_batch().await? {
                 for s in &batch {
                     let mut cells: Vec<Cow<'_, str>> = rows.cells(s)?.into();
@@ -48,6 +71,14 @@ impl ExportType for ReminderEmailSample {
                     default_rows += u64::from(defaulted(s, src.campaign.is_lnaa));
                     out.row(&cells).await?;
                 }
+                out.boundary(|| {
+                    Bson::Document(doc! {
+                        "region": plan.region,
+                        "in": reader.position(),
+                        "defaultRows": default_rows as i64,
+                    })
+                })
+                .await?;
             }
         }
         Ok(default_region_meta(default_rows))

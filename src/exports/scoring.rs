@@ -72,7 +72,7 @@ impl ExportType for Scoring {
         let unknown = MarketView::unknown();
         // In user order (index `{campaignId, userId}`).
         let f = scoring_filter(&src.campaign.id, doc! {});
-        let mut reader = ScoringReader::open(src, f, None, true);
+        let mut reader = ScoringReader::open(src, f, None, true).resume(out.resume_from())?;
         while let Some(batch) = reader.next_batch().await? {
             for s in &batch {
                 let entry = entry_or_stub(s);
@@ -93,6 +93,7 @@ impl ExportType for Scoring {
                 ]);
                 out.row(&row).await?;
             }
+            out.boundary(|| reader.position()).await?;
         }
         Ok(Meta::new())
     }

@@ -91,6 +91,19 @@ impl ScoringReader {
         }
     }
 
+    /// Where the reading stands (see [`Reader::position`]).
+    pub fn position(&self) -> mongodb::bson::Bson {
+        self.reader.position()
+    }
+
+    /// Continue after `position`, when there is one (a continued export).
+    pub fn resume(mut self, position: Option<&mongodb::bson::Bson>) -> Result<Self, StoreError> {
+        if let Some(p) = position {
+            self.reader = self.reader.resume(p)?;
+        }
+        Ok(self)
+    }
+
     pub async fn next_batch(&mut self) -> Result<Option<Vec<Scored>>, StoreError> {
         let docs = self.reader.next_batch().await?;
         if docs.is_empty() {

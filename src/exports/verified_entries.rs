@@ -56,7 +56,7 @@ impl ExportType for VerifiedEntries {
     async fn write(&self, src: &Source, out: &mut CsvOut) -> Result<Meta, ExportError> {
         out.header(&COLUMNS).await?;
         let f = scoring_filter(&src.campaign.id, doc! { "selected": true });
-        let mut reader = ScoringReader::open(src, f, None, true);
+        let mut reader = ScoringReader::open(src, f, None, true).resume(out.resume_from())?;
         while let Some(batch) = reader.next_batch().await? {
             for s in &batch {
                 let p = s.person();
@@ -72,6 +72,7 @@ impl ExportType for VerifiedEntries {
                 ])
                 .await?;
             }
+            out.boundary(|| reader.position()).await?;
         }
         Ok(Meta::new())
     }

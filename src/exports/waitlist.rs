@@ -79,9 +79,12 @@ async fn wave_members(src: &Source) -> Result<MemberSet, ExportError> {
     for key in &keys {
         let body = src.sinks.read_object(&bucket, key).await?;
         let body = BufReader::new(body);
-        // A wave requested with gzip compression ends in `.gz`.
+        // A wave requested with gzip compression ends in `.gz`; it is one
+        // gzip member per part (a resumable export), read as one file.
         let reader: crate::sink::BoxRead = if key.ends_with(".gz") {
-            Box::pin(GzipDecoder::new(body))
+            let mut gz = GzipDecoder::new(body);
+            gz.multiple_members(true);
+            Box::pin(gz)
         } else {
             Box::pin(body)
         };
@@ -132,7 +135,7 @@ impl ExportType for Waitlist {
         let members = wave_members(src).await?;
         out.header(&COLUMNS).await?;
         let f = scoring_filter(&src.campaign.id, doc! { "selected": false });
-        let mut reader = ScoringReader::open(src, f, None, false);
+        let mut reader = ScoringReader::open(src, f, None, false).resume(out.resume_from())?;
         while let Some(batch) = reader.next_batch().await? {
             for s in &batch {
                 let member = s.field("memberId");
@@ -147,6 +150,7 @@ impl ExportType for Waitlist {
                 ])
                 .await?;
             }
+            out.boundary(|| reader.position()).await?;
         }
         Ok(Meta::new())
     }

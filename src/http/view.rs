@@ -56,6 +56,7 @@ pub async fn export_json(state: &AppState, rec: &ExportRecord) -> Value {
             "rowsWritten": progress.rows_written,
             "bytesWritten": progress.bytes_written,
             "expectedRows": progress.expected_rows,
+            "resumedFromRow": progress.resumed_from_row,
         },
         "error": rec.error.as_ref().map(|e| {
             let mut err = json!({ "message": e.message });

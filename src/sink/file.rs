@@ -19,7 +19,7 @@ pub(super) async fn open(path: &Path) -> Result<(BoxWrite, Upload), SinkError> {
     let partial = PathBuf::from(partial);
     let file = tokio::fs::File::create(&partial).await?;
     let (writer, mut reader) = pipe();
-    let (commit_tx, commit_rx) = oneshot::channel::<()>();
+    let (commit_tx, commit_rx) = oneshot::channel::<super::End>();
     let cancel = CancellationToken::new();
     let bytes = Arc::new(AtomicU64::new(0));
     let (c, b) = (cancel.clone(), bytes.clone());
@@ -41,10 +41,14 @@ pub(super) async fn open(path: &Path) -> Result<(BoxWrite, Upload), SinkError> {
                 hash.update(&buf[..n]);
                 file.write_all(&buf[..n]).await?;
             }
-            tokio::select! {
+            // A local file is never continued: a suspend is an abort.
+            let end = tokio::select! {
                 biased;
                 _ = c.cancelled() => return Err(SinkError::Aborted),
                 r = commit_rx => r.map_err(|_| SinkError::Aborted)?,
+            };
+            if end != super::End::Commit {
+                return Err(SinkError::Aborted);
             }
             file.flush().await?;
             file.get_ref().sync_all().await?;

@@ -11,6 +11,7 @@ mod file;
 mod multipart;
 mod objects;
 
+pub use multipart::{CutDue, PartWriter};
 pub use objects::BoxRead;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,6 +47,13 @@ pub enum SinkError {
     Io(#[from] std::io::Error),
     #[error("upload aborted")]
     Aborted,
+    /// The upload was left open at its last checkpoint (a hand-back).
+    #[error("upload suspended at its last checkpoint")]
+    Suspended,
+    /// A checkpointed upload cannot be continued (gone, parts missing or
+    /// different): the export starts again.
+    #[error("cannot continue the upload: {0}")]
+    Resume(String),
 }
 
 /// What kind of refusal or failure a remote error is: it decides between
@@ -376,11 +384,39 @@ impl Sinks {
         dest: &Destination,
         spec: &ObjectSpec,
     ) -> Result<(BoxWrite, Upload), SinkError> {
+        let (w, up) = multipart::open(
+            dest,
+            spec,
+            self.inner.part_size,
+            self.inner.sse_kms_key_id.as_deref(),
+            None,
+            multipart::Start::New,
+        )
+        .await?;
+        Ok((Box::new(w), up))
+    }
+
+    /// Start a resumable multipart upload to `dest` (or continue the one
+    /// `resume` names from its checkpoint): parts end where the writer
+    /// cuts them, and `on_part` records each cut part's checkpoint.
+    pub async fn open_s3_parts(
+        &self,
+        dest: &Destination,
+        spec: &ObjectSpec,
+        on_part: OnPart,
+        resume: Option<(&UploadRef, &Checkpoint)>,
+    ) -> Result<(PartWriter, Upload), SinkError> {
+        let start = match resume {
+            Some((up, cp)) => multipart::Start::Resume(up, cp),
+            None => multipart::Start::New,
+        };
         multipart::open(
             dest,
             spec,
             self.inner.part_size,
             self.inner.sse_kms_key_id.as_deref(),
+            Some(on_part),
+            start,
         )
         .await
     }
@@ -513,7 +549,7 @@ fn is_no_such_upload<E: aws_sdk_s3::error::ProvideErrorMetadata>(
 /// The committing half of a sink. Dropping it without [`Upload::commit`]
 /// aborts: an export that fails halfway never publishes a partial object.
 pub struct Upload {
-    commit: Option<oneshot::Sender<()>>,
+    commit: Option<oneshot::Sender<End>>,
     cancel: CancellationToken,
     task: Option<JoinHandle<Result<Uploaded, SinkError>>>,
     bytes: Arc<AtomicU64>,
@@ -532,7 +568,7 @@ pub struct Uploaded {
 
 impl Upload {
     fn new(
-        commit: oneshot::Sender<()>,
+        commit: oneshot::Sender<End>,
         cancel: CancellationToken,
         task: JoinHandle<Result<Uploaded, SinkError>>,
         bytes: Arc<AtomicU64>,
@@ -566,9 +602,23 @@ impl Upload {
     /// is the end-of-data signal).
     pub async fn commit(mut self) -> Result<Uploaded, SinkError> {
         if let Some(tx) = self.commit.take() {
-            let _ = tx.send(());
+            let _ = tx.send(End::Commit);
         }
         self.join().await
+    }
+
+    /// Stop, leaving the upload open with its checkpointed parts for the
+    /// export's next attempt (waits for the part in flight and its
+    /// checkpoint). The writer must have been shut down first.
+    pub async fn suspend(mut self) -> Result<(), SinkError> {
+        if let Some(tx) = self.commit.take() {
+            let _ = tx.send(End::Suspend);
+        }
+        match self.join().await {
+            Err(SinkError::Suspended) => Ok(()),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Abort and wait until the abort is done (multipart upload removed,
@@ -601,6 +651,45 @@ impl Drop for Upload {
         }
     }
 }
+
+/// How an upload ends once its writer is shut down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// Publish the object.
+    Commit,
+    /// Keep the upload open at its last checkpoint.
+    Suspend,
+}
+
+/// One uploaded part of a resumable upload.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PartRef {
+    pub number: i32,
+    pub etag: String,
+    pub size: i64,
+}
+
+/// Where a resumable export stands after a cut part is stored (spec:
+/// exports.md, Resumable): the parts so far, the rows and bytes they hold,
+/// where the readers continue, and the object digest's state.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Checkpoint {
+    pub part_number: i32,
+    pub rows: i64,
+    pub bytes: i64,
+    /// The readers' position after the last row of the part.
+    pub last_key: mongodb::bson::Bson,
+    /// SHA-256 state after the part's last byte.
+    pub sha256_state: mongodb::bson::Binary,
+    pub parts: Vec<PartRef>,
+}
+
+/// Records a cut part's checkpoint (the worker: on the export, with the
+/// lease checked); an error stops the upload.
+pub type OnPart = Arc<
+    dyn Fn(Checkpoint) -> futures::future::BoxFuture<'static, Result<(), SinkError>> + Send + Sync,
+>;
 
 /// The pipe between encoder and uploader.
 fn pipe() -> (DuplexStream, DuplexStream) {

@@ -123,6 +123,71 @@ impl Reader {
         self.emitted
     }
 
+    /// Where the stream stands after the documents handed out so far: a
+    /// reader given it with [`Reader::resume`] continues exactly after them
+    /// (an export continued from its checkpoint). The last key and the
+    /// `_id`s at it are kept as raw BSON, so any key survives unchanged.
+    pub fn position(&self) -> Bson {
+        let Some(last) = &self.last else {
+            return Bson::Null;
+        };
+        let mut d = RawDocumentBuf::new();
+        match &last.key {
+            Some(k) => d.append("k", k.clone()),
+            None => d.append("k", RawBson::Null),
+        }
+        let mut ids = mongodb::bson::RawArrayBuf::new();
+        for id in &last.ids {
+            ids.push(id.clone().unwrap_or(RawBson::Null));
+        }
+        d.append("ids", ids);
+        d.append("n", self.emitted as i64);
+        Bson::Binary(mongodb::bson::Binary {
+            subtype: mongodb::bson::spec::BinarySubtype::Generic,
+            bytes: d.into_bytes(),
+        })
+    }
+
+    /// Continue after `position` (from [`Reader::position`]; `Null`: from
+    /// the start). Later key types are checked at the end, as after any
+    /// resume.
+    pub fn resume(mut self, position: &Bson) -> Result<Self, StoreError> {
+        let bytes = match position {
+            Bson::Null => return Ok(self),
+            Bson::Binary(b) => b.bytes.clone(),
+            _ => {
+                return Err(StoreError::incomplete(
+                    "a reader position of an unknown form",
+                ))
+            }
+        };
+        let d = RawDocumentBuf::from_bytes(bytes).map_err(|e| {
+            StoreError::incomplete(format!("a reader position cannot be read: {e}"))
+        })?;
+        let key = match d.get("k") {
+            Ok(Some(RawBsonRef::Null)) | Ok(None) => None,
+            Ok(Some(k)) => Some(k.to_raw_bson()),
+            Err(e) => return Err(StoreError::incomplete(format!("a reader position: {e}"))),
+        };
+        let ids = match d.get("ids") {
+            Ok(Some(RawBsonRef::Array(a))) => a
+                .into_iter()
+                .map(|v| v.map(|v| Some(v.to_raw_bson())))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| StoreError::incomplete(format!("a reader position: {e}")))?,
+            _ => Vec::new(),
+        };
+        self.emitted = d.get_i64("n").unwrap_or(0).max(0) as u64;
+        self.last = Some(Last { key, ids });
+        self.phase = if self.limit.is_some_and(|n| self.emitted >= n) {
+            Phase::Done
+        } else {
+            Phase::After
+        };
+        self.resumed = true;
+        Ok(self)
+    }
+
     /// The next documents (at most [`BATCH`]); empty only at the confirmed
     /// end of the stream.
     pub async fn next_batch(&mut self) -> Result<Vec<RawDocumentBuf>, StoreError> {

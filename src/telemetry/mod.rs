@@ -192,6 +192,7 @@ pub struct Metrics {
     pub queue_depth: IntGaugeVec,
     pub in_flight: IntGauge,
     pub lease_reclaims: IntCounter,
+    pub resumed_rows: IntCounter,
     pub cloudwatch_failures: IntCounter,
     pub oldest_pending_age: IntGauge,
 }
@@ -246,6 +247,11 @@ impl Metrics {
         .expect("metric");
         let in_flight = IntGauge::new("vf_export_in_flight", "Exports running in this process")
             .expect("metric");
+        let resumed_rows = IntCounter::new(
+            "vf_export_resumed_rows_total",
+            "Rows not read again because an export continued from its checkpoint",
+        )
+        .expect("metric");
         let lease_reclaims = IntCounter::new(
             "vf_export_lease_reclaims_total",
             "Exports claimed again after their lease lapsed",
@@ -272,6 +278,7 @@ impl Metrics {
             Box::new(queue_depth.clone()),
             Box::new(in_flight.clone()),
             Box::new(lease_reclaims.clone()),
+            Box::new(resumed_rows.clone()),
             Box::new(cloudwatch_failures.clone()),
             Box::new(oldest_pending_age.clone()),
         ] {
@@ -294,6 +301,7 @@ impl Metrics {
             queue_depth,
             in_flight,
             lease_reclaims,
+            resumed_rows,
             cloudwatch_failures,
             oldest_pending_age,
         }

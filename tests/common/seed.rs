@@ -261,7 +261,9 @@ pub fn csv(lines: &[String]) -> String {
 /// Decompress gzip (async-compression, already a dependency).
 pub async fn gunzip(b: &[u8]) -> String {
     use tokio::io::AsyncReadExt;
+    // All members: a resumable gzip export is one member per part.
     let mut d = async_compression::tokio::bufread::GzipDecoder::new(b);
+    d.multiple_members(true);
     let mut s = String::new();
     d.read_to_string(&mut s).await.unwrap();
     s
