@@ -27,6 +27,10 @@ pub enum Code {
     PromotersNotFound,
     MissingCodeFromMarket,
     DeleteFailed,
+    /// *ours*: on a cancelled export's `error.payload.code`.
+    Cancelled,
+    /// *ours*: cancel of an export that already reached a final status.
+    ExportNotActive,
 }
 
 impl Code {
@@ -41,6 +45,8 @@ impl Code {
             Code::PromotersNotFound => "PromotersNotFound",
             Code::MissingCodeFromMarket => "MissingCodeFromMarket",
             Code::DeleteFailed => "DeleteFailed",
+            Code::Cancelled => "Cancelled",
+            Code::ExportNotActive => "ExportNotActive",
         }
     }
 }
