@@ -16,7 +16,8 @@ fn date(d: &Option<DateTime>) -> Value {
     d.map_or(Value::Null, |d| Value::String(iso(d)))
 }
 
-fn bson_json(b: &Bson) -> Value {
+/// BSON as JSON: dates as RFC 3339 strings, the rest as relaxed extended JSON.
+pub fn bson_json(b: &Bson) -> Value {
     match b {
         Bson::DateTime(d) => Value::String(iso(*d)),
         Bson::Array(a) => Value::Array(a.iter().map(bson_json).collect()),
