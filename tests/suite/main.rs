@@ -17,6 +17,7 @@ mod export_types_entries;
 mod export_types_scoring;
 mod export_types_sfmc;
 mod infra_terraform;
+mod legacy_records;
 mod observability;
 mod oneshot;
 mod privacy_logs;
