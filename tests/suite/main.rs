@@ -10,6 +10,7 @@ mod common;
 mod api_errors;
 mod api_exports;
 mod auth_matrix;
+mod cancel;
 mod ccpa;
 mod cutover_api;
 mod export_types_codes;
