@@ -12,9 +12,13 @@
 //! - gives a TRIGGERED record without a lease a lapsed one (and `attempts:
 //!   1` when it has none), so a worker reclaims it, or the expiry sweep
 //!   ends it when `date.triggered` is older than `EXPORT_TIMEOUT_SECS`;
+//! - drops `activeKey` from a record in a final status that still holds
+//!   it (after a rollback, the original finished an export vf-export had
+//!   queued: a new POST would otherwise be answered with that old export);
 //! - marks what it wrote with `migratedAt`.
 //!
-//! Only fields are added: original fields keep their names and types.
+//! Only our fields are added or dropped: original fields keep their names,
+//! values and types.
 //! Every write is conditional on the record being as it was read, so
 //! running it again (or beside a running service) changes nothing that is
 //! already right. Records it cannot read are reported by `_id`. `--dry-run`
@@ -41,6 +45,8 @@ pub struct Report {
     pub lines: Vec<String>,
     pub active_keys: u64,
     pub leases: u64,
+    /// Final records whose leftover `activeKey` was dropped.
+    pub stale_keys: u64,
     pub duplicates: u64,
     pub unreadable: u64,
     /// Unreadable records whose stored status is PENDING or TRIGGERED.
@@ -74,10 +80,12 @@ impl fmt::Display for Report {
         write!(
             f,
             "migrate: {} export records read; {set} activeKey on {}, lapsed lease on {}; \
-             {} duplicate active reported; {} unreadable ({} active); {} changed meanwhile; {} failed{dry}",
+             {} stale activeKey released; {} duplicate active reported; {} unreadable ({} active); \
+             {} changed meanwhile; {} failed{dry}",
             self.read,
             self.active_keys,
             self.leases,
+            self.stale_keys,
             self.duplicates,
             self.unreadable,
             self.unreadable_active,
@@ -185,11 +193,12 @@ pub async fn run(queue: &Queue, dry_run: bool) -> Result<Report, StoreError> {
     let mut cur = queue
         .raw_cursor(doc! {}, doc! { "_id": 1 }, Some(projection))
         .await?;
-    let mut active = Vec::new();
+    let (mut active, mut stale) = (Vec::new(), Vec::new());
     while let Some(d) = cur.try_next().await? {
         report.read += 1;
         match ExportRecord::from_document(&d) {
             Ok(r) if r.status.is_active() => active.push(r),
+            Ok(r) if r.active_key.is_some() => stale.push(r),
             Ok(_) => {}
             Err(e) => {
                 let stored = d.get_str("status").unwrap_or("");
@@ -204,6 +213,16 @@ pub async fn run(queue: &Queue, dry_run: bool) -> Result<Report, StoreError> {
                 report.line("unreadable", &e.id, format_args!("{}{note}", e.why));
             }
         }
+    }
+    // First, so a key they hold is free for the record that should hold it.
+    for r in stale {
+        let key = r.active_key.clone().unwrap_or_default();
+        let step = Step::Release {
+            id: r.id,
+            status: r.status,
+            key,
+        };
+        apply(queue, step, &mut report).await;
     }
     let (adopt, dups) = plan(&active);
     for d in &dups {
@@ -221,36 +240,53 @@ pub async fn run(queue: &Queue, dry_run: bool) -> Result<Report, StoreError> {
         );
     }
     for a in adopt {
-        apply(queue, a, &mut report).await;
+        apply(queue, Step::Adopt(a), &mut report).await;
     }
     Ok(report)
 }
 
+/// One write: adopt an active record, or drop a final one's stale key.
+enum Step {
+    Adopt(Adopt),
+    Release {
+        id: ObjectId,
+        status: Status,
+        key: String,
+    },
+}
+
 /// Write one planned change (or, dry, count it) and report it.
-async fn apply(queue: &Queue, a: Adopt, report: &mut Report) {
-    let id = a.id.to_hex();
-    let result = if report.dry_run {
-        Ok(Adopted::Done)
-    } else {
-        queue
-            .adopt_legacy(
-                a.id,
-                a.status,
-                a.key.as_deref(),
-                a.lapse_lease,
-                a.set_attempts,
-            )
-            .await
+async fn apply(queue: &Queue, step: Step, report: &mut Report) {
+    let id = step_id(&step);
+    let result = match &step {
+        _ if report.dry_run => Ok(Adopted::Done),
+        Step::Adopt(a) => {
+            queue
+                .adopt_legacy(
+                    a.id,
+                    a.status,
+                    a.key.as_deref(),
+                    a.lapse_lease,
+                    a.set_attempts,
+                )
+                .await
+        }
+        Step::Release { id, status, key } => queue.release_stale_key(*id, *status, key).await,
     };
-    let verb = if report.dry_run { "would set" } else { "set" };
-    match result {
-        Ok(Adopted::Done) => {
+    let id = id.to_hex();
+    let (set, drop) = if report.dry_run {
+        ("would set", "would drop")
+    } else {
+        ("set", "dropped")
+    };
+    match (result, step) {
+        (Ok(Adopted::Done), Step::Adopt(a)) => {
             if let Some(k) = &a.key {
                 report.active_keys += 1;
                 report.line(
                     "activeKey",
                     &id,
-                    format_args!("{} {verb} {k}", a.status.as_str()),
+                    format_args!("{} {set} {k}", a.status.as_str()),
                 );
             }
             if a.lapse_lease {
@@ -258,19 +294,19 @@ async fn apply(queue: &Queue, a: Adopt, report: &mut Report) {
                 report.line(
                     "lease",
                     &id,
-                    format_args!("TRIGGERED without a lease: {verb} a lapsed one (reclaimed, or EXPIRED by the timeout)"),
+                    format_args!("TRIGGERED without a lease: {set} a lapsed one (reclaimed, or EXPIRED by the timeout)"),
                 );
             }
         }
-        Ok(Adopted::Changed) => {
-            report.changed += 1;
+        (Ok(Adopted::Done), Step::Release { status, key, .. }) => {
+            report.stale_keys += 1;
             report.line(
-                "changed meanwhile",
+                "stale activeKey",
                 &id,
-                "left alone; run migrate again to re-check it",
+                format_args!("{} {drop} {key}", status.as_str()),
             );
         }
-        Ok(Adopted::KeyTaken) => {
+        (Ok(Adopted::KeyTaken), Step::Adopt(a)) => {
             // An export with the same key appeared since the read (a POST
             // to a running service): this one is a duplicate now.
             report.duplicates += 1;
@@ -284,13 +320,28 @@ async fn apply(queue: &Queue, a: Adopt, report: &mut Report) {
             );
             if a.lapse_lease {
                 let retry = Adopt { key: None, ..a };
-                Box::pin(apply(queue, retry, report)).await;
+                Box::pin(apply(queue, Step::Adopt(retry), report)).await;
             }
         }
-        Err(e) => {
+        (Ok(_), _) => {
+            report.changed += 1;
+            report.line(
+                "changed meanwhile",
+                &id,
+                "left alone; run migrate again to re-check it",
+            );
+        }
+        (Err(e), _) => {
             report.failed += 1;
             report.line("failed", &id, e);
         }
+    }
+}
+
+fn step_id(s: &Step) -> ObjectId {
+    match s {
+        Step::Adopt(a) => a.id,
+        Step::Release { id, .. } => *id,
     }
 }
 

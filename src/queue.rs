@@ -977,6 +977,29 @@ impl Queue {
             Err(e) => Err(e.into()),
         }
     }
+    /// `migrate`: a record in a final status still holding `activeKey`
+    /// (after a rollback, the original finished an export vf-export had
+    /// queued, and it does not know the field) would make a new POST of
+    /// the same campaign/type return it: drop the key (and any lease).
+    pub async fn release_stale_key(
+        &self,
+        id: ObjectId,
+        status: Status,
+        key: &str,
+    ) -> Result<Adopted, StoreError> {
+        let r = self
+            .coll()
+            .update_one(
+                doc! { "_id": id, "status": status.as_str(), "activeKey": key },
+                doc! { "$unset": { "activeKey": "", "lease": "" }, "$currentDate": { "migratedAt": true } },
+            )
+            .await?;
+        Ok(if r.matched_count == 1 {
+            Adopted::Done
+        } else {
+            Adopted::Changed
+        })
+    }
 }
 
 /// The lease owner `migrate` writes on the original's TRIGGERED records.

@@ -62,9 +62,9 @@ fn days_ago(d: i64) -> DateTime {
     DateTime::from_millis(DateTime::now().timestamp_millis() - d * 86_400_000)
 }
 
-/// Only fields were added, and only ours: every stored field keeps its value.
+/// Only our fields came or went: every other stored field keeps its value.
 fn assert_additive(before: &Document, after: &Document) {
-    for (k, v) in before {
+    for (k, v) in before.iter().filter(|(k, _)| !OURS.contains(&k.as_str())) {
         assert_eq!(
             after.get(k),
             Some(v),
@@ -102,16 +102,28 @@ async fn migrate_adopts_legacy_active_records_and_a_dry_run_or_a_repeat_changes_
     dated.insert("dateKey", 20240101);
     let mut broken = legacy(cid, "entries", "PENDING", days_ago(5), None);
     broken.remove("exportType");
-    let ids: Vec<ObjectId> = [&oldest, &newer, &running, &dated, &broken]
+    // Finished by the original after a rollback, still holding the key
+    // vf-export gave it when it queued it.
+    let mut stale = legacy(
+        cid,
+        "artistOptIn",
+        "FINISHED",
+        days_ago(3),
+        Some(days_ago(3)),
+    );
+    stale.extend(
+        doc! { "activeKey": "mig-c1|artistOptIn|", "attempts": 1, "key": "k.csv", "count": 3 },
+    );
+    let ids: Vec<ObjectId> = [&oldest, &newer, &running, &dated, &broken, &stale]
         .iter()
         .map(|d| d.get_object_id("_id").unwrap())
         .collect();
-    let (oldest_id, newer_id, running_id, dated_id, broken_id) =
-        (ids[0], ids[1], ids[2], ids[3], ids[4]);
+    let (oldest_id, newer_id, running_id, dated_id, broken_id, stale_id) =
+        (ids[0], ids[1], ids[2], ids[3], ids[4], ids[5]);
     insert(
         &app.db,
         "exports",
-        vec![oldest, newer, running, dated, broken],
+        vec![oldest, newer, running, dated, broken, stale],
     )
     .await;
     // And every legacy shape of another campaign.
@@ -132,7 +144,7 @@ async fn migrate_adopts_legacy_active_records_and_a_dry_run_or_a_repeat_changes_
     assert!(!o.status.success(), "{stdout}");
     assert!(stderr.contains("1 active record(s) unreadable"), "{stderr}");
     assert!(
-        stdout.contains("would set activeKey on 5, lapsed lease on 2"),
+        stdout.contains("would set activeKey on 5, lapsed lease on 2; 1 stale activeKey released"),
         "{stdout}"
     );
     assert!(
@@ -147,7 +159,7 @@ async fn migrate_adopts_legacy_active_records_and_a_dry_run_or_a_repeat_changes_
     assert!(stderr.contains("1 active record(s) unreadable"), "{stderr}");
     println!("{stdout}");
     assert!(
-        stdout.contains("set activeKey on 5, lapsed lease on 2; 1 duplicate active reported; 7 unreadable (1 active); 0 changed meanwhile; 0 failed"),
+        stdout.contains("set activeKey on 5, lapsed lease on 2; 1 stale activeKey released; 1 duplicate active reported; 7 unreadable (1 active); 0 changed meanwhile; 0 failed"),
         "{stdout}"
     );
     let line = |id: ObjectId, what: &str| {
@@ -191,6 +203,11 @@ async fn migrate_adopts_legacy_active_records_and_a_dry_run_or_a_repeat_changes_
     let d = raw(&app, dated_id).await;
     assert_eq!(d.get_str("activeKey").unwrap(), "mig-c1|codeWaves|20240101");
     assert_eq!(raw(&app, broken_id).await.get("activeKey"), None);
+    let d = raw(&app, stale_id).await;
+    assert!(
+        d.get("activeKey").is_none() && d.get("migratedAt").is_some(),
+        "{d}"
+    );
     // The adopted records are still ones the original reads (the fourth
     // keeps the number dateKey the original stored).
     for id in &ids[..3] {
@@ -210,6 +227,12 @@ async fn migrate_adopts_legacy_active_records_and_a_dry_run_or_a_repeat_changes_
         .await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["id"], running_id.to_hex());
+    // The finished one no longer answers for its campaign and type.
+    let r = app
+        .post_export(cid, json!({ "exportType": "artistOptIn" }))
+        .await;
+    assert_eq!(r.status(), 201);
+    assert_ne!(r.json::<Value>().await.unwrap()["id"], stale_id.to_hex());
 
     // The operator cancels the unreadable active record; then migrate has
     // nothing left it cannot do, and changes nothing.
@@ -221,7 +244,7 @@ async fn migrate_adopts_legacy_active_records_and_a_dry_run_or_a_repeat_changes_
         let (stdout, stderr) = out(&o);
         assert!(o.status.success(), "{args:?}: {stdout}{stderr}");
         assert!(
-            stdout.contains("activeKey on 0, lapsed lease on 0"),
+            stdout.contains("activeKey on 0, lapsed lease on 0; 0 stale"),
             "{args:?}: {stdout}"
         );
         assert_eq!(snapshot(&app).await, settled, "{args:?} changed something");
