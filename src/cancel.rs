@@ -106,8 +106,8 @@ async fn remove_upload(sinks: &Sinks, up: &UploadRef) -> Result<(), SinkError> {
     if refused.is_empty() {
         Ok(())
     } else {
-        Err(SinkError::Remote(format!(
-            "bucket {} refused to delete the cancelled export's object",
+        Err(SinkError::other(format!(
+            "delete the cancelled export's object in bucket {}",
             up.bucket
         )))
     }

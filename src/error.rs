@@ -31,6 +31,13 @@ pub enum Code {
     Cancelled,
     /// *ours*: cancel of an export that already reached a final status.
     ExportNotActive,
+    // Ours (spec: exports.md, Failures).
+    DestinationDenied,
+    DestinationMissing,
+    DestinationNotConfigured,
+    PublishFailed,
+    DatabaseError,
+    InternalError,
 }
 
 impl Code {
@@ -47,6 +54,12 @@ impl Code {
             Code::DeleteFailed => "DeleteFailed",
             Code::Cancelled => "Cancelled",
             Code::ExportNotActive => "ExportNotActive",
+            Code::DestinationDenied => "DestinationDenied",
+            Code::DestinationMissing => "DestinationMissing",
+            Code::DestinationNotConfigured => "DestinationNotConfigured",
+            Code::PublishFailed => "PublishFailed",
+            Code::DatabaseError => "DatabaseError",
+            Code::InternalError => "InternalError",
         }
     }
 }

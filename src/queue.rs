@@ -137,6 +137,11 @@ pub struct ExportRecord {
     pub upload: Option<UploadRef>,
     pub progress: Option<Progress>,
     pub deleted: bool,
+    /// A handed-back export's earliest next claim (epoch ms).
+    pub retry_at_ms: Option<i64>,
+    /// Hex SHA-256 and size of a FINISHED single-object export.
+    pub sha256: Option<String>,
+    pub bytes: Option<i64>,
 }
 
 /// A stored export record that cannot be used at all: no `_id` (or not an
@@ -349,6 +354,9 @@ impl ExportRecord {
             upload: f.doc("upload").and_then(UploadRef::from_document),
             progress: f.doc("progress").map(Progress::from_document),
             deleted: f.flag("deleted"),
+            retry_at_ms: f.int("retryAtMs"),
+            sha256: f.text("sha256"),
+            bytes: f.int("bytes"),
         })
     }
 
@@ -373,6 +381,17 @@ impl ExportRecord {
 /// The dedupe key of an active export (see the module doc).
 pub fn active_key(campaign_id: &str, export_type: &str, date_key: Option<&str>) -> String {
     format!("{campaign_id}|{export_type}|{}", date_key.unwrap_or(""))
+}
+
+/// What a finished export wrote.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// The object key, or the array of keys of a multi-object export.
+    pub key: Bson,
+    pub rows: u64,
+    pub bytes: u64,
+    pub sha256: Option<String>,
+    pub meta: Document,
 }
 
 /// What a POST asks for.
@@ -415,8 +434,7 @@ fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
 }
 
 fn decode(d: Document) -> Result<ExportRecord, StoreError> {
-    ExportRecord::from_document(&d)
-        .map_err(|e| StoreError(mongodb::error::Error::custom(e.to_string())))
+    ExportRecord::from_document(&d).map_err(|e| StoreError::custom(e.to_string()))
 }
 
 /// Decode `d`, or log a warning naming its `_id` and skip it: a reader of
@@ -512,9 +530,7 @@ impl Queue {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(StoreError(mongodb::error::Error::custom(
-            "enqueue: active export kept changing",
-        )))
+        Err(StoreError::custom("enqueue: active export kept changing"))
     }
 
     pub async fn get(
@@ -579,8 +595,13 @@ impl Queue {
             "lease.expiresAtMs": { "$lt": now },
             "attempts": { "$lt": max_attempts as i32 },
         };
-        let pending = doc! { "status": Status::Pending.as_str() };
-        for (filter, reclaim) in [(lapsed, true), (pending, false)] {
+        // A handed-back export waits until its `retryAtMs` (fresh and
+        // legacy records have none). Two filters rather than one `$or`: the
+        // nx-27017 stand-in drops the other conditions of a
+        // findOneAndUpdate filter holding an `$or`.
+        let due = doc! { "status": Status::Pending.as_str(), "retryAtMs": { "$lte": now } };
+        let fresh = doc! { "status": Status::Pending.as_str(), "retryAtMs": { "$exists": false } };
+        for (filter, reclaim) in [(lapsed, true), (due, false), (fresh, false)] {
             let update = doc! {
                 "$set": {
                     "status": Status::Triggered.as_str(),
@@ -588,6 +609,7 @@ impl Queue {
                     "progress.rowsWritten": 0i64,
                     "progress.bytesWritten": 0i64,
                 },
+                "$unset": { "retryAtMs": "", "retryAt": "" },
                 "$inc": { "attempts": 1 },
                 "$currentDate": { "date.triggered": true },
             };
@@ -651,8 +673,14 @@ impl Queue {
         n: Option<u64>,
     ) -> Result<bool, StoreError> {
         let v = n.map(|n| Bson::Int64(n as i64)).unwrap_or(Bson::Null);
-        self.owned_update(id, owner, doc! { "$set": { "progress.expectedRows": v } })
-            .await
+        // `count` holds the preliminary count while TRIGGERED, as the
+        // original stored it; `finish` replaces it with the rows written.
+        self.owned_update(
+            id,
+            owner,
+            doc! { "$set": { "progress.expectedRows": v.clone(), "count": v } },
+        )
+        .await
     }
 
     pub async fn record_upload(
@@ -668,26 +696,29 @@ impl Queue {
         self.owned_update(id, owner, update).await
     }
 
-    /// Mark FINISHED with the object key(s) and the row count.
+    /// Mark FINISHED with the object key(s), the row count, and the
+    /// object's digest and size (single-object exports; per file in
+    /// `meta.files` otherwise).
     pub async fn finish(
         &self,
         id: ObjectId,
         owner: &str,
-        key: Bson,
-        count: u64,
-        bytes: u64,
-        meta: Option<Document>,
+        done: &Finished,
     ) -> Result<bool, StoreError> {
         let mut set = doc! {
             "status": Status::Finished.as_str(),
-            "key": key,
-            "count": count as i64,
-            "progress.rowsWritten": count as i64,
-            "progress.bytesWritten": bytes as i64,
+            "key": done.key.clone(),
+            "count": done.rows as i64,
+            "progress.rowsWritten": done.rows as i64,
+            "progress.bytesWritten": done.bytes as i64,
             "error": Bson::Null,
         };
-        if let Some(m) = meta {
-            set.insert("meta", m);
+        if let Some(h) = &done.sha256 {
+            set.insert("sha256", h);
+            set.insert("bytes", done.bytes as i64);
+        }
+        if !done.meta.is_empty() {
+            set.insert("meta", done.meta.clone());
         }
         self.owned_update(
             id,
@@ -697,21 +728,61 @@ impl Queue {
         .await
     }
 
-    /// Mark FAILED with a reason (no stack trace, no PII).
+    /// Mark FAILED with a reason (no stack trace, no PII). `key`: an
+    /// object the export did commit (a failed TMOL publish leaves its main
+    /// object): recorded so CCPA and operators find it.
     pub async fn fail(
         &self,
         id: ObjectId,
         owner: &str,
         message: &str,
         payload: Option<Bson>,
+        key: Option<Bson>,
+    ) -> Result<bool, StoreError> {
+        let mut set = doc! {
+            "status": Status::Failed.as_str(),
+            "error": { "message": message, "payload": payload.unwrap_or(Bson::Null) },
+        };
+        if let Some(k) = key {
+            set.insert("key", k);
+        }
+        self.owned_update(
+            id,
+            owner,
+            doc! {
+                "$set": set,
+                "$currentDate": { "date.failed": true },
+                "$unset": inactive_unset(),
+            },
+        )
+        .await
+    }
+
+    /// Hand the export back after a failure that may pass (spec:
+    /// exports.md, Failures): PENDING, not claimable before `retry_at_ms`,
+    /// with the error so far. The attempt counts.
+    pub async fn retry_later(
+        &self,
+        id: ObjectId,
+        owner: &str,
+        retry_at_ms: i64,
+        message: &str,
+        payload: Document,
     ) -> Result<bool, StoreError> {
         self.owned_update(
             id,
             owner,
             doc! {
-                "$set": { "status": Status::Failed.as_str(), "error": { "message": message, "payload": payload.unwrap_or(Bson::Null) } },
-                "$currentDate": { "date.failed": true },
-                "$unset": inactive_unset(),
+                "$set": {
+                    "status": Status::Pending.as_str(),
+                    // Epoch ms for the claim filter (a future BSON date
+                    // cannot be `$set` portably: local-stand-ins.md).
+                    "retryAtMs": retry_at_ms,
+                    // For people reading the record (the spec's `retryAt`).
+                    "retryAt": DateTime::from_millis(retry_at_ms),
+                    "error": { "message": message, "payload": payload },
+                },
+                "$unset": { "lease": "", "upload": "" },
             },
         )
         .await
@@ -861,6 +932,30 @@ impl Queue {
         }
         Ok(out)
     }
+    /// Seconds the oldest PENDING export has waited since it was created (0
+    /// when none waits): the backlog-age gauge and CloudWatch datum. A
+    /// handed-back or retried export keeps its creation time, so this is how
+    /// long a campaign tool has been waiting, not how long since the last try.
+    pub async fn oldest_pending_age(&self) -> Result<i64, StoreError> {
+        let oldest = self
+            .coll()
+            .find_one(doc! { "status": Status::Pending.as_str() })
+            .sort(doc! { "date.created": 1 })
+            .await?;
+        let Some(d) = oldest else { return Ok(0) };
+        // An unreadable record still waits: its `_id`'s time.
+        let created = match ExportRecord::from_document(&d) {
+            Ok(r) => r.created(),
+            Err(_) => match d.get("_id") {
+                Some(Bson::ObjectId(o)) => o.timestamp(),
+                _ => return Ok(0),
+            },
+        }
+        .timestamp_millis();
+        // A clock ahead of ours is not a negative wait.
+        Ok((now_ms() - created).max(0) / 1000)
+    }
+
     // Cutover and operator functions (issue #16): raw reads for callers
     // that report unreadable records themselves, cancel, and `migrate`.
 

@@ -22,3 +22,8 @@ output "iam_role_arn" {
   description = "ARN of the instance role."
   value       = module.vf_export.iam_role_arn
 }
+
+output "alarm_sns_topic_arn" {
+  description = "SNS topic of the operational alarms."
+  value       = module.vf_export.alarm_sns_topic_arn
+}

@@ -37,3 +37,8 @@ output "app_security_group_id" {
   description = "Security group of the instances (allow it on MongoDB 27017)."
   value       = aws_security_group.app.id
 }
+
+output "alarm_sns_topic_arn" {
+  description = "SNS topic of the operational alarms (subscribe more endpoints with var.alarm_subscriptions)."
+  value       = aws_sns_topic.alarms.arn
+}
