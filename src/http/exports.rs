@@ -208,21 +208,32 @@ async fn read(
     State(state): State<AppState>,
     Path((campaign_id, export_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    identity.require_report(&campaign_id)?;
-    check_campaign_id(&campaign_id)?;
-    let id = parse_export_id(&export_id)?;
-    // Scoped by campaign: another campaign's export id is a 404, never its data.
-    let rec = state
-        .queue
-        .get(&campaign_id, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("export not found"))?;
+    let rec = visible(&state, &identity, &campaign_id, &export_id).await?;
     Ok(Json(export_json(&state, &rec).await))
 }
 
-fn parse_export_id(s: &str) -> Result<ObjectId, ApiError> {
-    ObjectId::parse_str(s)
-        .map_err(|_| ApiError::field("exportId", "exportId is not a valid ObjectId"))
+/// The export at `/campaigns/:campaignId/exports/:exportId`, if the caller
+/// may see the campaign. Scoped by campaign: another campaign's export id
+/// is a 404, never its data; so is a record the service cannot read.
+async fn visible(
+    state: &AppState,
+    identity: &Identity,
+    campaign_id: &str,
+    export_id: &str,
+) -> Result<ExportRecord, ApiError> {
+    identity.require_report(campaign_id)?;
+    check_campaign_id(campaign_id)?;
+    let id = ObjectId::parse_str(export_id)
+        .map_err(|_| ApiError::field("exportId", "exportId is not a valid ObjectId"))?;
+    state
+        .queue
+        .get(campaign_id, id)
+        .await?
+        .ok_or_else(export_not_found)
+}
+
+fn export_not_found() -> ApiError {
+    ApiError::not_found("export not found")
 }
 
 /// `DELETE /campaigns/:campaignId/exports/:exportId`: cancel (see
@@ -234,15 +245,11 @@ async fn cancel(
     State(state): State<AppState>,
     Path((campaign_id, export_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    identity.require_report(&campaign_id)?;
-    check_campaign_id(&campaign_id)?;
-    let id = parse_export_id(&export_id)?;
-    let not_found = || ApiError::not_found("export not found");
-    // Another campaign's export, or a record GET cannot read, is a 404
-    // here too: never changed through a route that cannot show it.
-    if state.queue.get(&campaign_id, id).await?.is_none() {
-        return Err(not_found());
-    }
+    // What GET would not show is a 404 here too: never changed through a
+    // route that cannot show it.
+    let id = visible(&state, &identity, &campaign_id, &export_id)
+        .await?
+        .id;
     let done = crate::cancel::cancel(
         &state.queue,
         &state.sinks,
@@ -271,7 +278,7 @@ async fn cancel(
             )
             .with_payload(json!({ "status": status })))
         }
-        Outcome::NotFound => Err(not_found()),
+        Outcome::NotFound => Err(export_not_found()),
     }
 }
 

@@ -15,7 +15,8 @@ use serde_json::{json, Value};
 /// Hang guard for waits; no assertion depends on how fast anything runs.
 const GUARD: Duration = Duration::from_secs(120);
 
-async fn cancel(app: &TestApp, cid: &str, id: &str) -> (u16, Value) {
+/// `DELETE` the export as a reporter of its campaign.
+pub async fn cancel(app: &TestApp, cid: &str, id: &str) -> (u16, Value) {
     let r = app
         .http
         .delete(format!("{}/campaigns/{cid}/exports/{id}", app.base))
@@ -24,15 +25,6 @@ async fn cancel(app: &TestApp, cid: &str, id: &str) -> (u16, Value) {
         .await
         .unwrap();
     (r.status().as_u16(), r.json().await.unwrap())
-}
-
-async fn raw(app: &TestApp, id: ObjectId) -> Document {
-    app.db
-        .collection::<Document>("exports")
-        .find_one(doc! { "_id": id })
-        .await
-        .unwrap()
-        .unwrap()
 }
 
 fn assert_cancelled(v: &Value) {
@@ -64,13 +56,16 @@ async fn a_pending_export_is_cancelled_over_http_and_the_cli_and_a_repeat_change
     assert_eq!(status, 200, "{v}");
     assert_cancelled(&v);
     assert_eq!(v["error"]["payload"]["cancelledBy"], "u42", "{v}");
-    assert_inactive(&raw(&app, ObjectId::parse_str(&id).unwrap()).await);
+    assert_inactive(&app.export_doc(ObjectId::parse_str(&id).unwrap()).await);
     assert_eq!(app.get_export(cid, &id).await, v);
     // Idempotent: the same answer, nothing changed.
-    let before = raw(&app, ObjectId::parse_str(&id).unwrap()).await;
+    let before = app.export_doc(ObjectId::parse_str(&id).unwrap()).await;
     let (status, again) = cancel(&app, cid, &id).await;
     assert_eq!((status, &again), (200, &v));
-    assert_eq!(raw(&app, ObjectId::parse_str(&id).unwrap()).await, before);
+    assert_eq!(
+        app.export_doc(ObjectId::parse_str(&id).unwrap()).await,
+        before
+    );
     // Its dedupe key is free: the same request queues a new export.
     let r = app
         .post_export(cid, json!({ "exportType": "entries" }))
@@ -130,7 +125,7 @@ async fn a_final_export_is_a_409_and_stays_as_it_was() {
         })
         .await
         .unwrap();
-        let before = raw(&app, id).await;
+        let before = app.export_doc(id).await;
         let (code, v) = cancel(&app, cid, &id.to_hex()).await;
         assert_eq!(code, 409, "{status}: {v}");
         assert_eq!(v["error"]["payload"]["code"], "ExportNotActive", "{v}");
@@ -138,7 +133,7 @@ async fn a_final_export_is_a_409_and_stays_as_it_was() {
         let o = vf(&app, &["exports", "cancel", &id.to_hex()]);
         assert!(!o.status.success());
         assert!(out(&o).1.contains(&format!("is {status}")), "{:?}", out(&o));
-        assert_eq!(raw(&app, id).await, before, "{status} changed");
+        assert_eq!(app.export_doc(id).await, before, "{status} changed");
     }
     app.stop().await;
 }
@@ -223,7 +218,7 @@ async fn a_running_export_is_cancelled_its_upload_aborted_and_no_object_left() {
     assert!(app.object_keys(&app.buckets.exports).await.is_empty());
     let coll = app.db.collection::<Document>("exports");
     for id in [http_id, cli_id] {
-        let d = raw(&app, id).await;
+        let d = app.export_doc(id).await;
         assert_eq!(d.get_str("status").unwrap(), "FAILED");
         assert_inactive(&d);
         // The owner's renewal (conditional on TRIGGERED and its lease) no
@@ -304,7 +299,7 @@ async fn a_cancelled_export_stops_its_worker_and_leaves_no_upload_and_no_object(
         gate.arrived.load(Ordering::SeqCst)
     })
     .await;
-    let d = raw(&app, ObjectId::parse_str(&id).unwrap()).await;
+    let d = app.export_doc(ObjectId::parse_str(&id).unwrap()).await;
     assert_eq!(d.get_str("status").unwrap(), "TRIGGERED", "{d}");
     assert!(d.get_document("upload").is_ok(), "{d}");
 

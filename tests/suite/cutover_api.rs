@@ -6,8 +6,10 @@
 
 use std::time::Duration;
 
+use crate::cancel::cancel;
 use crate::common::{campaign_doc, insert, procs, TestApp};
-use mongodb::bson::{doc, oid::ObjectId, Bson, Document};
+use crate::legacy_records::campaign_with_market;
+use mongodb::bson::{oid::ObjectId, Bson, Document};
 use serde_json::{json, Value};
 
 /// What in `d` the original service could not read as it wrote it: each
@@ -112,13 +114,8 @@ pub fn original_shape(d: &Document) -> Vec<String> {
     problems
 }
 
-async fn raw(app: &TestApp, id: &str) -> Document {
-    app.db
-        .collection::<Document>("exports")
-        .find_one(doc! { "_id": ObjectId::parse_str(id).unwrap() })
-        .await
-        .unwrap()
-        .unwrap()
+fn oid(id: &str) -> ObjectId {
+    ObjectId::parse_str(id).unwrap()
 }
 
 fn assert_original(d: &Document) {
@@ -138,17 +135,10 @@ async fn a_record_vf_export_writes_reads_back_with_the_originals_fields_and_type
         .await;
     assert_eq!(r.status(), 201);
     let pending = id_of(r.json().await.unwrap());
-    assert_original(&raw(&app, &pending).await);
+    assert_original(&app.export_doc(oid(&pending)).await);
     // FAILED, by a cancel.
-    let r = app
-        .http
-        .delete(format!("{}/campaigns/{cid}/exports/{pending}", app.base))
-        .bearer_auth(app.reporter(cid))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_original(&raw(&app, &pending).await);
+    assert_eq!(cancel(&app, cid, &pending).await.0, 200);
+    assert_original(&app.export_doc(oid(&pending)).await);
     // FINISHED, single-object and gzip, run by a worker.
     let mut finished = Vec::new();
     for body in [
@@ -163,7 +153,7 @@ async fn a_record_vf_export_writes_reads_back_with_the_originals_fields_and_type
     for id in &finished {
         let v = worker.wait_done(cid, id, Duration::from_secs(120)).await;
         assert_eq!(v["status"], "FINISHED", "{v}");
-        let d = raw(&app, id).await;
+        let d = app.export_doc(oid(id)).await;
         assert_original(&d);
         // Statuses stay the original five, and none of our queue fields
         // is left on a final record but the additive ones documented.
@@ -192,13 +182,7 @@ async fn list(app: &TestApp, cid: &str, q: &str) -> (u16, Option<String>, Option
 async fn the_list_under_each_of_the_originals_names_is_the_same_page_as_under_ours() {
     let app = TestApp::spawn_with(&[("worker-concurrency", "0")]).await;
     let cid = "al-c1";
-    insert(&app.db, "campaigns", vec![campaign_doc(cid, "Aliases")]).await;
-    insert(
-        &app.db,
-        "markets",
-        vec![doc! { "_id": "al-m1", "campaignId": cid, "city": "Austin", "state": "TX", "event": { "ids": [] } }],
-    )
-    .await;
+    campaign_with_market(&app, cid).await;
     for k in 1..=7 {
         let ty = if k % 2 == 0 { "entries" } else { "fanlist" };
         let r = app

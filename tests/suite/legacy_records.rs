@@ -10,7 +10,7 @@ use std::process::Output;
 use std::sync::{Arc, Mutex};
 
 use crate::common::procs::env_for;
-use crate::common::{insert, TestApp};
+use crate::common::{campaign_doc, insert, TestApp};
 use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime, Document};
 use serde_json::Value;
 
@@ -197,6 +197,17 @@ pub fn id_text(d: &Document) -> String {
         Some(Bson::String(s)) => s.clone(),
         other => format!("{other:?}"),
     }
+}
+
+/// A campaign with one market (what a POST of an entry-based type needs).
+pub async fn campaign_with_market(app: &TestApp, cid: &str) {
+    insert(&app.db, "campaigns", vec![campaign_doc(cid, "Cutover")]).await;
+    insert(
+        &app.db,
+        "markets",
+        vec![doc! { "_id": format!("{cid}-m1"), "campaignId": cid, "city": "Austin", "state": "TX", "event": { "ids": [] } }],
+    )
+    .await;
 }
 
 /// `vf-export <args>` on `app`'s database and buckets.
@@ -475,16 +486,18 @@ async fn legacy_records_are_read_by_the_list_get_ccpa_and_the_cli() {
 
     // CCPA: the legacy exports' objects go (the ObjectId-campaignId record
     // too), the partner types and in-flight ones are left, nothing fails.
-    let boss = app.token("admin", &[], true);
-    let r = app
-        .http
-        .delete(format!("{}/ccpa/users/legacy-user-1", app.base))
-        .bearer_auth(&boss)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let v: Value = r.json().await.unwrap();
+    let ccpa = async || {
+        let r = app
+            .http
+            .delete(format!("{}/ccpa/users/legacy-user-1", app.base))
+            .bearer_auth(app.token("admin", &[], true))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json::<Value>().await.unwrap()
+    };
+    let v = ccpa().await;
     assert_eq!(v["inFlight"], 2, "{v}");
     assert!(v["deletedCount"]["exports"].as_u64().unwrap() >= 2, "{v}");
     assert!(app.object_keys(&app.buckets.exports).await.is_empty());
@@ -500,14 +513,7 @@ async fn legacy_records_are_read_by_the_list_get_ccpa_and_the_cli() {
     .await;
     assert_eq!(v["deleted"], true, "{v}");
     // A repeat deletes nothing more.
-    let r = app
-        .http
-        .delete(format!("{}/ccpa/users/legacy-user-1", app.base))
-        .bearer_auth(&boss)
-        .send()
-        .await
-        .unwrap();
-    let v: Value = r.json().await.unwrap();
+    let v = ccpa().await;
     assert_eq!(
         v["deletedCount"],
         serde_json::json!({ "exports": 0, "files": 0 })

@@ -7,9 +7,9 @@
 
 use std::time::Duration;
 
-use crate::common::{campaign_doc, insert, procs, TestApp};
+use crate::common::{insert, procs, TestApp};
 use crate::cutover_api::original_shape;
-use crate::legacy_records::{fixtures, id_text, out, vf};
+use crate::legacy_records::{campaign_with_market, fixtures, id_text, out, vf};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime, Document};
 use serde_json::{json, Value};
@@ -28,15 +28,6 @@ async fn snapshot(app: &TestApp) -> Vec<Document> {
         .unwrap()
         .try_collect()
         .await
-        .unwrap()
-}
-
-async fn raw(app: &TestApp, id: ObjectId) -> Document {
-    app.db
-        .collection::<Document>("exports")
-        .find_one(doc! { "_id": id })
-        .await
-        .unwrap()
         .unwrap()
 }
 
@@ -82,13 +73,7 @@ async fn migrate_adopts_legacy_active_records_and_a_dry_run_or_a_repeat_changes_
     // No worker: nothing but migrate touches the records.
     let app = TestApp::spawn_with(&[("worker-concurrency", "0")]).await;
     let cid = "mig-c1";
-    insert(&app.db, "campaigns", vec![campaign_doc(cid, "Migrated")]).await;
-    insert(
-        &app.db,
-        "markets",
-        vec![doc! { "_id": "mig-m1", "campaignId": cid, "city": "Austin", "state": "TX", "event": { "ids": [] } }],
-    )
-    .await;
+    campaign_with_market(&app, cid).await;
     let oldest = legacy(cid, "entries", "PENDING", days_ago(30), None);
     let newer = legacy(cid, "entries", "PENDING", days_ago(20), None);
     let running = legacy(
@@ -182,28 +167,28 @@ async fn migrate_adopts_legacy_active_records_and_a_dry_run_or_a_repeat_changes_
     for (b, a) in before.iter().zip(&after) {
         assert_additive(b, a);
     }
-    let d = raw(&app, oldest_id).await;
+    let d = app.export_doc(oldest_id).await;
     assert_eq!(d.get_str("activeKey").unwrap(), "mig-c1|entries|");
     assert!(
         matches!(d.get("migratedAt"), Some(Bson::DateTime(_))),
         "{d}"
     );
     assert!(d.get("lease").is_none());
-    let d = raw(&app, newer_id).await;
+    let d = app.export_doc(newer_id).await;
     assert!(
         d.get("activeKey").is_none() && d.get("migratedAt").is_none(),
         "{d}"
     );
-    let d = raw(&app, running_id).await;
+    let d = app.export_doc(running_id).await;
     assert_eq!(d.get_str("activeKey").unwrap(), "mig-c1|fanlist|");
     let lease = d.get_document("lease").unwrap();
     assert_eq!(lease.get_str("owner").unwrap(), "vf-export-migrate");
     assert!(lease.get_i64("expiresAtMs").unwrap() <= DateTime::now().timestamp_millis());
     assert_eq!(d.get_i32("attempts").unwrap(), 1);
-    let d = raw(&app, dated_id).await;
+    let d = app.export_doc(dated_id).await;
     assert_eq!(d.get_str("activeKey").unwrap(), "mig-c1|codeWaves|20240101");
-    assert_eq!(raw(&app, broken_id).await.get("activeKey"), None);
-    let d = raw(&app, stale_id).await;
+    assert_eq!(app.export_doc(broken_id).await.get("activeKey"), None);
+    let d = app.export_doc(stale_id).await;
     assert!(
         d.get("activeKey").is_none() && d.get("migratedAt").is_some(),
         "{d}"
@@ -211,7 +196,7 @@ async fn migrate_adopts_legacy_active_records_and_a_dry_run_or_a_repeat_changes_
     // The adopted records are still ones the original reads (the fourth
     // keeps the number dateKey the original stored).
     for id in &ids[..3] {
-        let problems = original_shape(&raw(&app, *id).await);
+        let problems = original_shape(&app.export_doc(*id).await);
         assert!(problems.is_empty(), "{id}: {problems:?}");
     }
 
@@ -294,7 +279,10 @@ async fn a_legacy_triggered_export_is_reclaimed_or_expired_after_migrate_never_s
     let v = worker.wait_done(cid, &recent_id.to_hex(), WAIT).await;
     assert_eq!(v["status"], "FINISHED", "{v}");
     assert_eq!(v["count"], 40, "{v}");
-    assert_eq!(raw(&app, recent_id).await.get_i32("attempts").unwrap(), 2);
+    assert_eq!(
+        app.export_doc(recent_id).await.get_i32("attempts").unwrap(),
+        2
+    );
     let body = worker.download(v["path"].as_str().unwrap()).await;
     assert_eq!(procs::csv_records(&body), 41);
     let v = worker.wait_done(cid, &overdue_id.to_hex(), WAIT).await;
@@ -303,7 +291,7 @@ async fn a_legacy_triggered_export_is_reclaimed_or_expired_after_migrate_never_s
     println!("the overdue legacy export ended {st}");
     // Both end as records the original reads.
     for id in [recent_id, overdue_id] {
-        let problems = original_shape(&raw(&app, id).await);
+        let problems = original_shape(&app.export_doc(id).await);
         assert!(problems.is_empty(), "{id}: {problems:?}");
     }
     worker.stop().await;
