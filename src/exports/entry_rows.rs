@@ -478,3 +478,55 @@ pub async fn write_opt_ins(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mongodb::bson::DateTime;
+
+    /// A raw document whose `marker` string bytes are replaced by the same
+    /// number of bytes that are not UTF-8 (no BSON library writes those).
+    fn with_bad_bytes(d: &Document, marker: &str, bad: &[u8]) -> RawDocumentBuf {
+        assert_eq!(marker.len(), bad.len());
+        let mut bytes = RawDocumentBuf::from_document(d).unwrap().into_bytes();
+        let at = bytes
+            .windows(marker.len())
+            .position(|w| w == marker.as_bytes())
+            .unwrap();
+        bytes[at..at + bad.len()].copy_from_slice(bad);
+        RawDocumentBuf::from_bytes(bytes).unwrap()
+    }
+
+    #[test]
+    fn a_string_that_is_not_utf8_gets_u_fffd_in_its_own_cell_only() {
+        let entry = doc! {
+            "_id": { "campaign_id": "c1", "user_id": "65f000000000000000000001" },
+            // The bad field comes before the others: they must still be read.
+            "fields": { "email": "an~~@x.io", "first_name": "Ann", "phone": "+1555" },
+            "origin": { "ip": { "address": "10.0.0.1", "postalCode": "10001" } },
+            "locale": "en-us",
+            "date": { "created": DateTime::from_millis(0) },
+        };
+        let entry = with_bad_bytes(&entry, "an~~@x.io", b"an\xff\xfe@x.io");
+        // The user has an email: it must not stand in for the entry's.
+        let user = RawDocumentBuf::from_document(&doc! {
+            "integrations": { "ticketmaster": { "email": "user@x.io", "id": "tm1" } }
+        })
+        .unwrap();
+        let campaign = Campaign {
+            id: "c1".into(),
+            name: "Tour".into(),
+            ..Default::default()
+        };
+        let market = MarketView::unknown();
+        let cells = entry_cells(&campaign, &market, &entry, Some(&user));
+        assert_eq!(cells[EMAIL], "an\u{fffd}\u{fffd}@x.io");
+        assert_eq!(cells[FIRST_NAME], "Ann");
+        assert_eq!(cells[MOBILE_PHONE], "+1555");
+        assert_eq!(cells[ZIP_CODE], "10001");
+        assert_eq!(cells[LOCALE], "en-us");
+        assert_eq!(cells[0], "65f000000000000000000001");
+        assert_eq!(cells[3], "tm1");
+        assert_eq!(cells[ENTRY_DATE], "1970-01-01T00:00:00.000Z");
+    }
+}
