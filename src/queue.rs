@@ -969,7 +969,9 @@ impl Queue {
         projection: Option<Document>,
     ) -> Result<mongodb::Cursor<Document>, StoreError> {
         let coll = self.coll();
-        let mut find = coll.find(filter).sort(sort);
+        // An operator's unfiltered listing sorts the whole collection:
+        // let MongoDB before 6.0 spill past its 100 MB in-memory sort limit.
+        let mut find = coll.find(filter).sort(sort).allow_disk_use(true);
         if let Some(p) = projection {
             find = find.projection(p);
         }
