@@ -26,6 +26,101 @@ pub enum Command {
     Indexes(Settings),
     /// Preflight: MongoDB, indexes, each bucket writable, each AssumeRole, CloudWatch.
     Doctor(Settings),
+    /// Cutover from the Node service: fit the records it left active to the queue (idempotent).
+    ///
+    /// Gives the records the Node service left PENDING or TRIGGERED what
+    /// the queue needs (activeKey; a lapsed lease on TRIGGERED ones);
+    /// reports duplicates and unreadable records, never deletes. Exits
+    /// non-zero when a write fails or an active record cannot be read.
+    Migrate(MigrateCmd),
+    /// Operator view of the queue: list, show and cancel exports.
+    Exports(ExportsCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateCmd {
+    /// Print the plan only; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportsCmd {
+    #[command(subcommand)]
+    pub action: ExportsAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportsAction {
+    /// List exports: newest first, or oldest first with --older-than.
+    List(ExportsList),
+    /// One export in full, as stored (never the original's `token`).
+    Show(ExportsOne),
+    /// Cancel a PENDING or TRIGGERED export (the HTTP cancel's rule): it
+    /// becomes FAILED (Cancelled), a running one stops, its upload is aborted.
+    Cancel(ExportsOne),
+}
+
+impl ExportsAction {
+    pub fn settings(&self) -> &Settings {
+        match self {
+            ExportsAction::List(l) => &l.settings,
+            ExportsAction::Show(o) | ExportsAction::Cancel(o) => &o.settings,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ExportsList {
+    /// Only these statuses (repeat, or separate with commas).
+    #[arg(long, value_delimiter = ',', ignore_case = true,
+          value_parser = ["PENDING", "TRIGGERED", "FINISHED", "FAILED", "EXPIRED"])]
+    pub status: Vec<String>,
+    /// Only this campaign.
+    #[arg(long)]
+    pub campaign: Option<String>,
+    /// Only this export type.
+    #[arg(long = "type")]
+    pub export_type: Option<String>,
+    /// Only exports created longer ago than this: 90s, 30m, 2h, 3d.
+    #[arg(long, value_parser = parse_age)]
+    pub older_than: Option<Duration>,
+    /// Show at most this many.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportsOne {
+    /// The export id (24 hex characters).
+    pub id: String,
+    /// Only if it belongs to this campaign.
+    #[arg(long)]
+    pub campaign: Option<String>,
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+/// An age such as `90s`, `30m`, `2h` or `3d`.
+pub fn parse_age(s: &str) -> Result<Duration, String> {
+    let bad = || format!("{s:?} is not an age such as 90s, 30m, 2h or 3d");
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(secs).map(Duration::from_secs).ok_or_else(bad)
 }
 
 #[derive(Debug, Args)]
@@ -439,6 +534,17 @@ mod tests {
         assert_eq!(c.sfmc_default_region, "NA");
         assert!(!c.dev_routes);
         assert!(!c.s3_force_path_style);
+    }
+
+    #[test]
+    fn ages_are_read_in_seconds_minutes_hours_and_days() {
+        assert_eq!(parse_age("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_age("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_age("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_age("3d"), Ok(Duration::from_secs(259_200)));
+        for bad in ["", "2", "h", "2w", "-2h", "1.5h", "99999999999999999999d"] {
+            assert!(parse_age(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

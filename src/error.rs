@@ -27,6 +27,10 @@ pub enum Code {
     PromotersNotFound,
     MissingCodeFromMarket,
     DeleteFailed,
+    /// *ours*: on a cancelled export's `error.payload.code`.
+    Cancelled,
+    /// *ours*: cancel of an export that already reached a final status.
+    ExportNotActive,
     // Ours (spec: exports.md, Failures).
     DestinationDenied,
     DestinationMissing,
@@ -48,6 +52,8 @@ impl Code {
             Code::PromotersNotFound => "PromotersNotFound",
             Code::MissingCodeFromMarket => "MissingCodeFromMarket",
             Code::DeleteFailed => "DeleteFailed",
+            Code::Cancelled => "Cancelled",
+            Code::ExportNotActive => "ExportNotActive",
             Code::DestinationDenied => "DestinationDenied",
             Code::DestinationMissing => "DestinationMissing",
             Code::DestinationNotConfigured => "DestinationNotConfigured",

@@ -5,13 +5,16 @@
 //! Data flows one way: `http` → `queue` → `worker` → `exports` (rows) →
 //! `encode` (bytes) → `sink` (S3).
 
+pub mod cancel;
 pub mod config;
 pub mod doctor;
 pub mod encode;
 pub mod error;
 pub mod exports;
 pub mod http;
+pub mod migrate;
 pub mod oneshot;
+pub mod operator;
 pub mod queue;
 pub mod shutdown;
 pub mod sink;

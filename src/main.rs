@@ -38,6 +38,10 @@ async fn run(cli: Cli) -> ExitCode {
         // Buckets are optional for a local file; a missing one fails when used.
         Command::Export(e) => (&e.settings, Needs::MongoOnly),
         Command::Doctor(s) => (s, Needs::Worker),
+        Command::Migrate(m) => (&m.settings, Needs::MongoOnly),
+        // Buckets only matter to a cancel's upload abort, through the
+        // records' own bucket names.
+        Command::Exports(e) => (e.action.settings(), Needs::MongoOnly),
     };
     let cfg = match settings.validate(needs) {
         Ok(c) => c,
@@ -46,8 +50,12 @@ async fn run(cli: Cli) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // The doctor and the one-shot talk to a person: plain lines, no JSON logs.
-    if !matches!(cli.command, Command::Doctor(_) | Command::Export(_)) {
+    // The doctor, the one-shot, migrate and the queue view talk to a
+    // person: plain lines, no JSON logs.
+    if !matches!(
+        cli.command,
+        Command::Doctor(_) | Command::Export(_) | Command::Migrate(_) | Command::Exports(_)
+    ) {
         telemetry::init_logging();
     }
     let result = match cli.command {
@@ -79,6 +87,8 @@ async fn run(cli: Cli) -> ExitCode {
             }
             Ok(())
         }
+        Command::Migrate(m) => migrate(&cfg, m.dry_run).await,
+        Command::Exports(e) => vf_export::operator::run(&cfg, e.action).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -112,6 +122,34 @@ async fn indexes(cfg: &vf_export::config::Config) -> anyhow::Result<()> {
             "present"
         };
         println!("{what:8} {name}");
+    }
+    Ok(())
+}
+
+async fn migrate(cfg: &vf_export::config::Config, dry_run: bool) -> anyhow::Result<()> {
+    let store = Store::connect(&cfg.mongodb_uri, &cfg.mongodb_db).await?;
+    // The dedupe the backfilled keys are for is the unique index's.
+    if store
+        .missing_indexes()
+        .await?
+        .iter()
+        .any(|i| i == "exports.active_key_unique")
+    {
+        if !dry_run {
+            anyhow::bail!(
+                "the exports.active_key_unique index is missing: run `vf-export indexes` first"
+            );
+        }
+        println!("note: the exports.active_key_unique index is missing: run `vf-export indexes` before migrate");
+    }
+    let report = vf_export::migrate::run(&vf_export::queue::Queue::new(store), dry_run).await?;
+    println!("{report}");
+    if !report.ok() {
+        anyhow::bail!(
+            "migrate could not do everything: {} write(s) failed, {} active record(s) unreadable (listed above)",
+            report.failed,
+            report.unreadable_active
+        );
     }
     Ok(())
 }

@@ -21,7 +21,7 @@ use mongodb::options::ReturnDocument;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use crate::store::{Store, StoreError};
+use crate::store::{id_forms, id_match, id_string, Store, StoreError};
 
 /// Export status, stored and returned as the original's upper-case names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,35 +44,49 @@ impl Status {
             Status::Expired => "EXPIRED",
         }
     }
+
+    /// The status of a stored name; anything but the original five is `None`.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Status::Pending,
+            Status::Triggered,
+            Status::Finished,
+            Status::Failed,
+            Status::Expired,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
+
+    /// PENDING or TRIGGERED.
+    pub fn is_active(self) -> bool {
+        matches!(self, Status::Pending | Status::Triggered)
+    }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// The dates of an export's life: BSON dates in MongoDB. Records the
+/// original service (or a hand import) left with RFC 3339 strings or epoch
+/// milliseconds are read as the same instants.
+#[derive(Debug, Clone, Default)]
 pub struct Dates {
-    // Kept as raw BSON: BSON dates in MongoDB, but tolerate strings written
-    // by older tools.
-    pub created: Option<Bson>,
-    pub triggered: Option<Bson>,
-    pub finished: Option<Bson>,
-    pub failed: Option<Bson>,
-    pub expired: Option<Bson>,
-    pub deleted: Option<Bson>,
+    pub created: Option<DateTime>,
+    pub triggered: Option<DateTime>,
+    pub finished: Option<DateTime>,
+    pub failed: Option<DateTime>,
+    pub expired: Option<DateTime>,
+    pub deleted: Option<DateTime>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone)]
 pub struct Lease {
     pub owner: String,
     pub expires_at_ms: i64,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default)]
 pub struct Progress {
-    #[serde(default)]
     pub rows_written: i64,
-    #[serde(default)]
     pub bytes_written: i64,
-    #[serde(default)]
     pub expected_rows: Option<i64>,
     /// Rows the current attempt did not read again: it continued a
     /// checkpoint holding them (0: from the start).
@@ -93,92 +107,287 @@ pub struct UploadRef {
     pub upload_id: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Why an export failed. The original stored `error` as a document (with
+/// a `stack`, which is never read) or, in places, as a bare string.
+#[derive(Debug, Clone)]
 pub struct ErrorInfo {
     pub message: String,
-    #[serde(default)]
     pub payload: Option<Bson>,
 }
 
-/// One export document (spec: exports.md "Export document").
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// One export document (spec: exports.md "Export document"), decoded by
+/// [`ExportRecord::from_document`].
+#[derive(Debug, Clone)]
 pub struct ExportRecord {
-    #[serde(rename = "_id")]
     pub id: ObjectId,
     pub campaign_id: String,
-    #[serde(default)]
     pub campaign_name: String,
     pub export_type: String,
     pub status: Status,
-    #[serde(default)]
     pub requester_user_id: Option<String>,
-    #[serde(default)]
     pub correlation: Option<String>,
-    #[serde(default)]
     pub date_key: Option<String>,
-    #[serde(default)]
     pub include_all_markets: bool,
-    #[serde(default)]
     pub compression: Option<String>,
-    #[serde(default)]
     pub date: Dates,
-    #[serde(default)]
+    /// The object key (a string), or the keys of a multi-object export.
     pub key: Option<Bson>,
-    #[serde(default)]
     pub count: Option<i64>,
-    #[serde(default)]
     pub meta: Option<Document>,
-    #[serde(default)]
     pub error: Option<ErrorInfo>,
-    #[serde(default)]
     pub lease: Option<Lease>,
-    #[serde(default)]
     pub active_key: Option<String>,
-    #[serde(default)]
     pub attempts: i32,
-    #[serde(default)]
     pub upload: Option<UploadRef>,
-    #[serde(default)]
     pub progress: Option<Progress>,
-    #[serde(default, deserialize_with = "truthy")]
     pub deleted: bool,
     /// A handed-back export's earliest next claim (epoch ms).
-    #[serde(default)]
     pub retry_at_ms: Option<i64>,
     /// Hex SHA-256 and size of a FINISHED single-object export.
-    #[serde(default)]
     pub sha256: Option<String>,
-    #[serde(default)]
     pub bytes: Option<i64>,
     /// The last checkpoint of a resumable export's open upload.
     #[serde(default)]
     pub checkpoint: Option<crate::sink::Checkpoint>,
 }
 
-/// A flag stored as a boolean, read leniently: some writers (and the
-/// nx-27017 stand-in) store `true` as 1.
-fn truthy<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-    Ok(match Bson::deserialize(d)? {
-        Bson::Boolean(b) => b,
-        Bson::Int32(n) => n != 0,
-        Bson::Int64(n) => n != 0,
-        _ => false,
-    })
+/// A stored export record that cannot be used at all: no `_id` (or not an
+/// ObjectId, so no route can address it), or no usable `campaignId`,
+/// `exportType` or `status`. Readers skip it with a warning naming its
+/// `_id`; it never fails a route or a command.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("export record {id} is unreadable: {why}")]
+pub struct Unreadable {
+    /// The `_id` as stored, as text.
+    pub id: String,
+    pub why: &'static str,
+}
+
+/// Tolerant reads of one document's fields: records written by the
+/// original service carry other types than ours (numbers as strings,
+/// ObjectId ids, dates as strings). A value that cannot be read as the
+/// wanted type reads as absent.
+#[derive(Clone, Copy)]
+struct Lenient<'a>(&'a Document);
+
+impl<'a> Lenient<'a> {
+    /// Text from a string, an ObjectId (hex) or an integral number.
+    fn text(self, k: &str) -> Option<String> {
+        match self.0.get(k)? {
+            Bson::String(s) => Some(s.clone()),
+            Bson::ObjectId(o) => Some(o.to_hex()),
+            Bson::Int32(n) => Some(n.to_string()),
+            Bson::Int64(n) => Some(n.to_string()),
+            Bson::Double(x) if x.is_finite() && x.fract() == 0.0 => Some((*x as i64).to_string()),
+            _ => None,
+        }
+    }
+
+    /// A number from any numeric type or a numeric string.
+    fn int(self, k: &str) -> Option<i64> {
+        match self.0.get(k)? {
+            Bson::Int32(n) => Some(i64::from(*n)),
+            Bson::Int64(n) => Some(*n),
+            Bson::Double(x) if x.is_finite() => Some(*x as i64),
+            Bson::String(s) => {
+                let s = s.trim();
+                s.parse::<i64>().ok().or_else(|| {
+                    s.parse::<f64>()
+                        .ok()
+                        .filter(|x| x.is_finite())
+                        .map(|x| x as i64)
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// A flag from a boolean, a number (non-zero) or `"true"`/`"1"`; some
+    /// writers (and the nx-27017 stand-in) store `true` as 1.
+    fn flag(self, k: &str) -> bool {
+        match self.0.get(k) {
+            Some(Bson::Boolean(b)) => *b,
+            Some(Bson::Int32(n)) => *n != 0,
+            Some(Bson::Int64(n)) => *n != 0,
+            Some(Bson::String(s)) => s.eq_ignore_ascii_case("true") || s == "1",
+            _ => false,
+        }
+    }
+
+    /// A date from a BSON date, an RFC 3339 string or epoch milliseconds.
+    fn date(self, k: &str) -> Option<DateTime> {
+        match self.0.get(k)? {
+            Bson::DateTime(d) => Some(*d),
+            Bson::String(s) => DateTime::parse_rfc3339_str(s.trim()).ok(),
+            Bson::Int64(n) => Some(DateTime::from_millis(*n)),
+            Bson::Int32(n) => Some(DateTime::from_millis(i64::from(*n))),
+            Bson::Double(x) if x.is_finite() => Some(DateTime::from_millis(*x as i64)),
+            _ => None,
+        }
+    }
+
+    fn doc(self, k: &str) -> Option<&'a Document> {
+        self.0.get_document(k).ok()
+    }
+}
+
+impl Dates {
+    fn from_document(d: &Document) -> Self {
+        let f = Lenient(d);
+        Self {
+            created: f.date("created"),
+            triggered: f.date("triggered"),
+            finished: f.date("finished"),
+            failed: f.date("failed"),
+            expired: f.date("expired"),
+            deleted: f.date("deleted"),
+        }
+    }
+}
+
+impl Lease {
+    fn from_document(d: &Document) -> Option<Self> {
+        let f = Lenient(d);
+        Some(Self {
+            owner: f.text("owner")?,
+            expires_at_ms: f.int("expiresAtMs")?,
+        })
+    }
+}
+
+impl Progress {
+    fn from_document(d: &Document) -> Self {
+        let f = Lenient(d);
+        Self {
+            rows_written: f.int("rowsWritten").unwrap_or(0),
+            bytes_written: f.int("bytesWritten").unwrap_or(0),
+            expected_rows: f.int("expectedRows"),
+        }
+    }
+}
+
+impl UploadRef {
+    /// `None` without a bucket and a key: nothing could be aborted.
+    pub fn from_document(d: &Document) -> Option<Self> {
+        let f = Lenient(d);
+        Some(Self {
+            bucket: f.text("bucket").filter(|s| !s.is_empty())?,
+            key: f.text("key").filter(|s| !s.is_empty())?,
+            upload_id: f.text("uploadId"),
+        })
+    }
+}
+
+impl ErrorInfo {
+    fn from_bson(b: &Bson) -> Option<Self> {
+        match b {
+            Bson::String(s) => Some(Self {
+                message: s.clone(),
+                payload: None,
+            }),
+            Bson::Document(d) => Some(Self {
+                message: Lenient(d).text("message").unwrap_or_default(),
+                payload: d
+                    .get("payload")
+                    .filter(|p| !matches!(p, Bson::Null))
+                    .cloned(),
+            }),
+            _ => None,
+        }
+    }
 }
 
 impl ExportRecord {
-    /// Creation time, for key naming (stable across attempts).
+    /// Decode a stored record, ours or the original service's. Only what
+    /// no route could work without is required (see [`Unreadable`]);
+    /// every other field is read tolerantly or defaults. One line per
+    /// field: a new field is one line here.
+    pub fn from_document(d: &Document) -> Result<Self, Unreadable> {
+        let f = Lenient(d);
+        let unreadable = |why| Unreadable {
+            id: match d.get("_id") {
+                Some(b) => id_string(Some(b)),
+                None => "(no _id)".into(),
+            },
+            why,
+        };
+        let id = match d.get("_id") {
+            Some(Bson::ObjectId(o)) => *o,
+            None => return Err(unreadable("it has no _id")),
+            Some(_) => return Err(unreadable("its _id is not an ObjectId")),
+        };
+        let required = |k, why| {
+            f.text(k)
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| unreadable(why))
+        };
+        let campaign_id = required("campaignId", "it has no usable campaignId")?;
+        let export_type = required("exportType", "it has no usable exportType")?;
+        let status = d
+            .get_str("status")
+            .ok()
+            .and_then(Status::parse)
+            .ok_or_else(|| {
+                unreadable("its status is not PENDING, TRIGGERED, FINISHED, FAILED or EXPIRED")
+            })?;
+        Ok(Self {
+            id,
+            campaign_id,
+            export_type,
+            status,
+            campaign_name: f.text("campaignName").unwrap_or_default(),
+            requester_user_id: f.text("requesterUserId"),
+            correlation: f.text("correlation"),
+            date_key: f.text("dateKey"),
+            include_all_markets: f.flag("includeAllMarkets"),
+            compression: f.text("compression"),
+            date: f.doc("date").map(Dates::from_document).unwrap_or_default(),
+            key: match d.get("key") {
+                Some(Bson::String(k)) => Some(Bson::String(k.clone())),
+                Some(Bson::Array(a)) => Some(Bson::Array(
+                    a.iter()
+                        .filter(|k| matches!(k, Bson::String(_)))
+                        .cloned()
+                        .collect(),
+                )),
+                _ => None,
+            },
+            count: f.int("count"),
+            meta: f.doc("meta").cloned(),
+            error: d.get("error").and_then(ErrorInfo::from_bson),
+            lease: f.doc("lease").and_then(Lease::from_document),
+            active_key: f.text("activeKey"),
+            attempts: f.int("attempts").unwrap_or(0).clamp(0, i64::from(i32::MAX)) as i32,
+            upload: f.doc("upload").and_then(UploadRef::from_document),
+            progress: f.doc("progress").map(Progress::from_document),
+            deleted: f.flag("deleted"),
+            retry_at_ms: f.int("retryAtMs"),
+            sha256: f.text("sha256"),
+            bytes: f.int("bytes"),
+        })
+    }
+
+    /// Creation time, for key naming (stable across attempts); the `_id`'s
+    /// own time when a record has no readable `date.created`.
     pub fn created(&self) -> DateTime {
-        match &self.date.created {
-            Some(Bson::DateTime(d)) => *d,
-            Some(Bson::String(s)) => DateTime::parse_rfc3339_str(s).unwrap_or(DateTime::MIN),
-            _ => self.id.timestamp(),
-        }
+        self.date.created.unwrap_or_else(|| self.id.timestamp())
     }
     pub fn gzip(&self) -> bool {
         self.compression.as_deref() == Some("gzip")
     }
+    /// `campaignId|exportType|dateKey`: the dedupe key of an active export.
+    pub fn active_key_value(&self) -> String {
+        active_key(
+            &self.campaign_id,
+            &self.export_type,
+            self.date_key.as_deref(),
+        )
+    }
+}
+
+/// The dedupe key of an active export (see the module doc).
+pub fn active_key(campaign_id: &str, export_type: &str, date_key: Option<&str>) -> String {
+    format!("{campaign_id}|{export_type}|{}", date_key.unwrap_or(""))
 }
 
 /// What a finished export wrote.
@@ -232,7 +441,19 @@ fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
 }
 
 fn decode(d: Document) -> Result<ExportRecord, StoreError> {
-    bson::from_document(d).map_err(|e| StoreError::custom(e.to_string()))
+    ExportRecord::from_document(&d).map_err(|e| StoreError::custom(e.to_string()))
+}
+
+/// Decode `d`, or log a warning naming its `_id` and skip it: a reader of
+/// many records never fails on one it cannot understand.
+fn readable(d: Document) -> Option<ExportRecord> {
+    match ExportRecord::from_document(&d) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!(export_id = %e.id, reason = e.why, "unreadable export record skipped");
+            None
+        }
+    }
 }
 
 /// Fields an export leaves behind when it stops being active.
@@ -281,12 +502,7 @@ impl Queue {
     /// Insert a PENDING export, or return the active one of the same
     /// campaign/type/dateKey. `bool` = created.
     pub async fn enqueue(&self, n: &NewExport) -> Result<(ExportRecord, bool), StoreError> {
-        let active_key = format!(
-            "{}|{}|{}",
-            n.campaign_id,
-            n.export_type,
-            n.date_key.as_deref().unwrap_or("")
-        );
+        let active_key = active_key(&n.campaign_id, &n.export_type, n.date_key.as_deref());
         // A few rounds: the active export we collided with may finish between
         // our insert and our read.
         for _ in 0..5 {
@@ -339,21 +555,18 @@ impl Queue {
         campaign_id: &str,
         id: ObjectId,
     ) -> Result<Option<ExportRecord>, StoreError> {
-        match self
-            .coll()
-            .find_one(doc! { "_id": id, "campaignId": campaign_id })
-            .await?
-        {
-            Some(d) => Ok(Some(decode(d)?)),
-            None => Ok(None),
-        }
+        // Either stored form of the campaign id: the original's records
+        // may hold an ObjectId. An unreadable record reads as absent.
+        let filter = doc! { "_id": id, "campaignId": id_match(campaign_id) };
+        Ok(self.coll().find_one(filter).await?.and_then(readable))
     }
 
     pub async fn by_id(&self, id: ObjectId) -> Result<Option<ExportRecord>, StoreError> {
-        match self.coll().find_one(doc! { "_id": id }).await? {
-            Some(d) => Ok(Some(decode(d)?)),
-            None => Ok(None),
-        }
+        Ok(self
+            .coll()
+            .find_one(doc! { "_id": id })
+            .await?
+            .and_then(readable))
     }
 
     /// One page of a campaign's exports and the total matching.
@@ -362,11 +575,15 @@ impl Queue {
         campaign_id: &str,
         q: &ListQuery,
     ) -> Result<(Vec<ExportRecord>, u64), StoreError> {
-        let mut filter = doc! { "campaignId": campaign_id };
+        let mut filter = doc! { "campaignId": id_match(campaign_id) };
         if let Some(t) = &q.export_type {
             filter.insert("exportType", t);
         }
-        let total = self.coll().count_documents(filter.clone()).await?;
+        // `$match` + `$group`, not `count_documents`, which nx-27017 gets
+        // wrong for some filters; the same count on MongoDB. It counts the
+        // stored records, unreadable ones included (they are skipped from
+        // the page), so pages stay where `page`/`limit` put them.
+        let total = self.store.count("exports", filter.clone()).await?;
         let dir = if q.ascending { 1 } else { -1 };
         let docs: Vec<Document> = self
             .coll()
@@ -378,8 +595,7 @@ impl Queue {
             .await?
             .try_collect()
             .await?;
-        let list = docs.into_iter().map(decode).collect::<Result<_, _>>()?;
-        Ok((list, total))
+        Ok((docs.into_iter().filter_map(readable).collect(), total))
     }
 
     /// Claim the oldest claimable export: first one whose lease lapsed (its
@@ -709,7 +925,8 @@ impl Queue {
                 .return_document(ReturnDocument::Before)
                 .await?;
             match got {
-                Some(d) => out.push(decode(d)?),
+                // Moved all the same; only its report is skipped.
+                Some(d) => out.extend(readable(d)),
                 None => break,
             }
         }
@@ -724,13 +941,16 @@ impl Queue {
         if campaign_ids.is_empty() {
             return Ok(Vec::new());
         }
+        // Every stored form of each id: the original's records may hold
+        // ObjectId campaign ids, and their objects must go too.
+        let forms: Vec<Bson> = campaign_ids.iter().flat_map(|c| id_forms(c)).collect();
         let docs: Vec<Document> = self
             .coll()
-            .find(doc! { "campaignId": { "$in": campaign_ids } })
+            .find(doc! { "campaignId": { "$in": forms } })
             .await?
             .try_collect()
             .await?;
-        docs.into_iter().map(decode).collect()
+        Ok(docs.into_iter().filter_map(readable).collect())
     }
 
     /// Mark exports `deleted` (their objects are gone; the record stays as
@@ -776,7 +996,6 @@ impl Queue {
         }
         Ok(out)
     }
-
     /// Seconds the oldest PENDING export has waited since it was created (0
     /// when none waits): the backlog-age gauge and CloudWatch datum. A
     /// handed-back or retried export keeps its creation time, so this is how
@@ -788,8 +1007,309 @@ impl Queue {
             .sort(doc! { "date.created": 1 })
             .await?;
         let Some(d) = oldest else { return Ok(0) };
-        let created = decode(d)?.created().timestamp_millis();
+        // An unreadable record still waits: its `_id`'s time.
+        let created = match ExportRecord::from_document(&d) {
+            Ok(r) => r.created(),
+            Err(_) => match d.get("_id") {
+                Some(Bson::ObjectId(o)) => o.timestamp(),
+                _ => return Ok(0),
+            },
+        }
+        .timestamp_millis();
         // A clock ahead of ours is not a negative wait.
         Ok((now_ms() - created).max(0) / 1000)
+    }
+
+    // Cutover and operator functions (issue #16): raw reads for callers
+    // that report unreadable records themselves, cancel, and `migrate`.
+
+    /// Stored records matching `filter` in `sort` order, undecoded: the
+    /// operator CLI and `migrate` decode each one and report (not just
+    /// log) the ones they cannot read.
+    pub async fn raw_cursor(
+        &self,
+        filter: Document,
+        sort: Document,
+        projection: Option<Document>,
+    ) -> Result<mongodb::Cursor<Document>, StoreError> {
+        let coll = self.coll();
+        // An operator's unfiltered listing sorts the whole collection:
+        // let MongoDB before 6.0 spill past its 100 MB in-memory sort limit.
+        let mut find = coll.find(filter).sort(sort).allow_disk_use(true);
+        if let Some(p) = projection {
+            find = find.projection(p);
+        }
+        Ok(find.await?)
+    }
+
+    /// One stored record, undecoded; within `campaign_id` when given.
+    pub async fn raw(
+        &self,
+        id: ObjectId,
+        campaign_id: Option<&str>,
+    ) -> Result<Option<Document>, StoreError> {
+        Ok(self.coll().find_one(scoped(id, campaign_id)).await?)
+    }
+
+    /// Cancel an active export: PENDING or TRIGGERED becomes FAILED with
+    /// `error.payload.code = Cancelled` (a status the original knows, so a
+    /// rollback reads it). The lease goes, so a running worker's next
+    /// renewal (conditional on TRIGGERED and its own lease) fails and its
+    /// run stops as for a lost lease. `upload` stays until
+    /// [`Queue::forget_upload`]: the caller aborts it, and a repeated
+    /// cancel retries that. Returns the record as it was; `None` when it
+    /// was not active (or does not exist).
+    pub async fn cancel(
+        &self,
+        id: ObjectId,
+        campaign_id: Option<&str>,
+        by: &str,
+    ) -> Result<Option<Document>, StoreError> {
+        let mut filter = scoped(id, campaign_id);
+        filter.insert(
+            "status",
+            doc! { "$in": [Status::Pending.as_str(), Status::Triggered.as_str()] },
+        );
+        let update = doc! {
+            "$set": {
+                "status": Status::Failed.as_str(),
+                "error": {
+                    "message": "export cancelled",
+                    "payload": { "code": crate::error::Code::Cancelled.as_str(), "cancelledBy": by },
+                },
+            },
+            "$currentDate": { "date.failed": true },
+            "$unset": { "activeKey": "", "lease": "" },
+        };
+        Ok(self
+            .coll()
+            .find_one_and_update(filter, update)
+            .return_document(ReturnDocument::Before)
+            .await?)
+    }
+
+    /// The upload of a cancelled export was aborted: forget it.
+    pub async fn forget_upload(&self, id: ObjectId) -> Result<(), StoreError> {
+        self.coll()
+            .update_one(
+                doc! { "_id": id, "status": Status::Failed.as_str() },
+                doc! { "$unset": { "upload": "" } },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// `migrate`: make a record the original left active one our queue
+    /// rules cover, only if it is still as it was read (`status`, and
+    /// without what is about to be set). `active_key` backfills the dedupe
+    /// key. `lapse_lease` gives a TRIGGERED record without a lease a lapsed
+    /// one, so a worker reclaims it (or the expiry sweep ends it), and
+    /// `attempts: 1` (the original ran it once) when it has none.
+    /// `migratedAt` marks what was written.
+    pub async fn adopt_legacy(
+        &self,
+        id: ObjectId,
+        status: Status,
+        active_key: Option<&str>,
+        lapse_lease: bool,
+        set_attempts: bool,
+    ) -> Result<Adopted, StoreError> {
+        let mut filter = doc! { "_id": id, "status": status.as_str() };
+        let mut set = Document::new();
+        if let Some(k) = active_key {
+            filter.insert("activeKey", doc! { "$exists": false });
+            set.insert("activeKey", k);
+        }
+        if lapse_lease {
+            filter.insert("lease.expiresAtMs", doc! { "$exists": false });
+            set.insert(
+                "lease",
+                doc! { "owner": MIGRATE_LEASE_OWNER, "expiresAtMs": now_ms() },
+            );
+            if set_attempts {
+                set.insert("attempts", 1);
+            }
+        }
+        let update = doc! { "$set": set, "$currentDate": { "migratedAt": true } };
+        match self.coll().update_one(filter, update).await {
+            Ok(r) if r.matched_count == 1 => Ok(Adopted::Done),
+            Ok(_) => Ok(Adopted::Changed),
+            Err(e) if is_duplicate_key(&e) => Ok(Adopted::KeyTaken),
+            Err(e) => Err(e.into()),
+        }
+    }
+    /// `migrate`: a record in a final status still holding `activeKey`
+    /// (after a rollback, the original finished an export vf-export had
+    /// queued, and it does not know the field) would make a new POST of
+    /// the same campaign/type return it: drop the key (and any lease).
+    pub async fn release_stale_key(
+        &self,
+        id: ObjectId,
+        status: Status,
+        key: &str,
+    ) -> Result<Adopted, StoreError> {
+        let r = self
+            .coll()
+            .update_one(
+                doc! { "_id": id, "status": status.as_str(), "activeKey": key },
+                doc! { "$unset": { "activeKey": "", "lease": "" }, "$currentDate": { "migratedAt": true } },
+            )
+            .await?;
+        Ok(if r.matched_count == 1 {
+            Adopted::Done
+        } else {
+            Adopted::Changed
+        })
+    }
+}
+
+/// The lease owner `migrate` writes on the original's TRIGGERED records.
+pub const MIGRATE_LEASE_OWNER: &str = "vf-export-migrate";
+
+/// What [`Queue::adopt_legacy`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adopted {
+    Done,
+    /// The record changed since it was read (a worker claimed it, it
+    /// finished, or it was migrated meanwhile): nothing written.
+    Changed,
+    /// Another active export holds the same `activeKey`.
+    KeyTaken,
+}
+
+/// `{_id}`, within a campaign (either stored form of its id) when given.
+fn scoped(id: ObjectId, campaign_id: Option<&str>) -> Document {
+    let mut filter = doc! { "_id": id };
+    if let Some(c) = campaign_id {
+        filter.insert("campaignId", id_match(c));
+    }
+    filter
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Document {
+        doc! { "_id": ObjectId::new(), "campaignId": "c1", "exportType": "entries", "status": "FINISHED" }
+    }
+
+    fn with(extra: Document) -> Result<ExportRecord, Unreadable> {
+        let mut d = base();
+        d.extend(extra);
+        ExportRecord::from_document(&d)
+    }
+
+    #[test]
+    fn the_originals_other_types_are_read_as_ours() {
+        let oid = ObjectId::new();
+        let r = with(doc! {
+            "campaignId": oid, "requesterUserId": oid, "count": "42", "dateKey": 20260101,
+            "includeAllMarkets": "true", "attempts": 2.0, "key": ["a.csv", 5, "b.csv"],
+            "date": { "created": "2026-01-02T03:04:05.678Z", "triggered": 1_767_225_600_000i64, "finished": "not a date" },
+            "error": "it broke", "token": "eyJhbGciOi.secret", "unknown": { "x": 1 },
+            "progress": { "rowsWritten": "7", "expectedRows": 9.0 },
+            "lease": { "owner": "w1" }, "upload": { "bucket": "b" },
+        })
+        .unwrap();
+        assert_eq!(r.campaign_id, oid.to_hex());
+        assert_eq!(r.requester_user_id, Some(oid.to_hex()));
+        assert_eq!(r.count, Some(42));
+        assert_eq!(r.date_key.as_deref(), Some("20260101"));
+        assert!(r.include_all_markets);
+        assert_eq!(r.attempts, 2);
+        assert_eq!(
+            r.key,
+            Some(Bson::Array(vec!["a.csv".into(), "b.csv".into()]))
+        );
+        assert_eq!(
+            r.date.created.map(|d| d.timestamp_millis()),
+            Some(1_767_323_045_678)
+        );
+        assert_eq!(
+            r.date.triggered.map(|d| d.timestamp_millis()),
+            Some(1_767_225_600_000)
+        );
+        assert!(r.date.finished.is_none());
+        let e = r.error.as_ref().unwrap();
+        assert_eq!((e.message.as_str(), &e.payload), ("it broke", &None));
+        let p = r.progress.as_ref().unwrap();
+        assert_eq!(
+            (p.rows_written, p.bytes_written, p.expected_rows),
+            (7, 0, Some(9))
+        );
+        // Half a lease or half an upload is none at all.
+        assert!(r.lease.is_none() && r.upload.is_none());
+        assert_eq!(
+            r.active_key_value(),
+            format!("{}|entries|20260101", oid.to_hex())
+        );
+    }
+
+    #[test]
+    fn an_error_document_keeps_message_and_payload_and_drops_the_stack() {
+        let r = with(doc! { "error": { "message": "boom", "stack": "Error: boom\n at x.js:1", "payload": { "code": "X" } } })
+            .unwrap();
+        let e = r.error.unwrap();
+        assert_eq!(e.message, "boom");
+        assert_eq!(e.payload, Some(Bson::Document(doc! { "code": "X" })));
+        assert!(with(doc! { "error": null }).unwrap().error.is_none());
+    }
+
+    #[test]
+    fn a_record_without_what_every_route_needs_is_unreadable_naming_its_id() {
+        let cases = [
+            (doc! { "campaignId": null }, "campaignId"),
+            (doc! { "campaignId": "" }, "campaignId"),
+            (doc! { "campaignId": { "a": 1 } }, "campaignId"),
+            (doc! { "exportType": null }, "exportType"),
+            (doc! { "status": "RUNNING" }, "status"),
+            (doc! { "status": "finished" }, "status"),
+            (doc! { "status": 3 }, "status"),
+        ];
+        for (extra, what) in cases {
+            let mut d = base();
+            let id = d.get_object_id("_id").unwrap();
+            d.extend(extra.clone());
+            let e = ExportRecord::from_document(&d).unwrap_err();
+            assert_eq!(e.id, id.to_hex(), "{extra}");
+            assert!(e.why.contains(what), "{extra}: {}", e.why);
+        }
+        let mut d = base();
+        d.remove("exportType");
+        assert!(ExportRecord::from_document(&d).is_err());
+        d = base();
+        d.insert("_id", "legacy-1");
+        let e = ExportRecord::from_document(&d).unwrap_err();
+        assert_eq!(e.id, "legacy-1");
+        d.remove("_id");
+        assert!(ExportRecord::from_document(&d).is_err());
+    }
+
+    #[test]
+    fn a_record_we_write_reads_back_whole() {
+        let r = with(doc! {
+            "campaignName": "Tour", "requesterUserId": "u1", "correlation": "c", "dateKey": null,
+            "includeAllMarkets": false, "compression": "gzip", "count": 3i64,
+            "date": { "created": DateTime::from_millis(5), "triggered": null },
+            "key": "k.csv", "error": null, "activeKey": "c1|entries|", "attempts": 1,
+            "lease": { "owner": "w", "expiresAtMs": 9i64 },
+            "upload": { "bucket": "b", "key": "k", "uploadId": "u" },
+            "deleted": 1,
+        })
+        .unwrap();
+        assert_eq!(r.campaign_name, "Tour");
+        assert!(r.gzip());
+        assert_eq!(r.count, Some(3));
+        assert_eq!(r.created(), DateTime::from_millis(5));
+        assert!(r.date.triggered.is_none());
+        assert_eq!(r.key, Some(Bson::String("k.csv".into())));
+        assert_eq!(r.lease.unwrap().expires_at_ms, 9);
+        assert_eq!(r.upload.unwrap().upload_id.as_deref(), Some("u"));
+        assert!(r.deleted);
+        assert_eq!(r.status, Status::Finished);
+        // No date.created: the _id's own time.
+        let r = with(doc! {}).unwrap();
+        assert_eq!(r.created(), r.id.timestamp());
     }
 }

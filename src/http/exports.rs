@@ -1,4 +1,5 @@
-//! `/campaigns/:campaignId/exports` — request, read and list exports.
+//! `/campaigns/:campaignId/exports` — request, read, list and cancel
+//! exports.
 
 use std::collections::HashMap;
 
@@ -15,13 +16,17 @@ use super::auth::Identity;
 use super::view::export_json;
 use super::{parse_json, AppState, CorrelationId};
 use crate::error::{ApiError, Code};
+use crate::exports::Registry;
 use crate::exports::{require_markets, Params};
-use crate::queue::{ListQuery, NewExport};
+use crate::queue::{ExportRecord, ListQuery, NewExport};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/campaigns/{campaignId}/exports", get(list).post(create))
-        .route("/campaigns/{campaignId}/exports/{exportId}", get(read))
+        .route(
+            "/campaigns/{campaignId}/exports/{exportId}",
+            get(read).delete(cancel),
+        )
 }
 
 /// Campaign ids are ObjectId hex or short slugs: anything else (`..`,
@@ -127,6 +132,14 @@ fn parse_create(state: &AppState, v: &Value) -> Result<CreateBody, ApiError> {
     })
 }
 
+fn campaign_not_found() -> ApiError {
+    ApiError::coded(
+        StatusCode::NOT_FOUND,
+        Code::CampaignNotFound,
+        "campaign not found",
+    )
+}
+
 fn date_key_error(code: Code, msg: &str) -> ApiError {
     ApiError::coded(StatusCode::BAD_REQUEST, code, msg).with_payload(json!({ "field": "dateKey" }))
 }
@@ -151,13 +164,11 @@ async fn create(
             "gzip is offered for single-file CSV types only",
         ));
     }
-    let campaign = state.store.campaign(&campaign_id).await?.ok_or_else(|| {
-        ApiError::coded(
-            StatusCode::NOT_FOUND,
-            Code::CampaignNotFound,
-            "campaign not found",
-        )
-    })?;
+    let campaign = state
+        .store
+        .campaign(&campaign_id)
+        .await?
+        .ok_or_else(campaign_not_found)?;
     if ty.needs_markets() {
         let markets = state.store.markets_of(&campaign_id).await?;
         require_markets(true, markets.len())?;
@@ -197,23 +208,90 @@ async fn read(
     State(state): State<AppState>,
     Path((campaign_id, export_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    identity.require_report(&campaign_id)?;
-    check_campaign_id(&campaign_id)?;
-    let id = ObjectId::parse_str(&export_id)
-        .map_err(|_| ApiError::field("exportId", "exportId is not a valid ObjectId"))?;
-    // Scoped by campaign: another campaign's export id is a 404, never its data.
-    let rec = state
-        .queue
-        .get(&campaign_id, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("export not found"))?;
+    let rec = visible(&state, &identity, &campaign_id, &export_id).await?;
     Ok(Json(export_json(&state, &rec).await))
+}
+
+/// The export at `/campaigns/:campaignId/exports/:exportId`, if the caller
+/// may see the campaign. Scoped by campaign: another campaign's export id
+/// is a 404, never its data; so is a record the service cannot read.
+async fn visible(
+    state: &AppState,
+    identity: &Identity,
+    campaign_id: &str,
+    export_id: &str,
+) -> Result<ExportRecord, ApiError> {
+    identity.require_report(campaign_id)?;
+    check_campaign_id(campaign_id)?;
+    let id = ObjectId::parse_str(export_id)
+        .map_err(|_| ApiError::field("exportId", "exportId is not a valid ObjectId"))?;
+    state
+        .queue
+        .get(campaign_id, id)
+        .await?
+        .ok_or_else(export_not_found)
+}
+
+fn export_not_found() -> ApiError {
+    ApiError::not_found("export not found")
+}
+
+/// `DELETE /campaigns/:campaignId/exports/:exportId`: cancel (see
+/// [`crate::cancel`]). 200 with the export (also when it was cancelled
+/// before), 409 `ExportNotActive` for a final one, 404 for what GET would
+/// not show.
+async fn cancel(
+    identity: Identity,
+    State(state): State<AppState>,
+    Path((campaign_id, export_id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    // What GET would not show is a 404 here too: never changed through a
+    // route that cannot show it.
+    let id = visible(&state, &identity, &campaign_id, &export_id)
+        .await?
+        .id;
+    let done = crate::cancel::cancel(
+        &state.queue,
+        &state.sinks,
+        id,
+        Some(&campaign_id),
+        &identity.user_id,
+    )
+    .await?;
+    use crate::cancel::Outcome;
+    match done.outcome {
+        Outcome::Cancelled(d) | Outcome::AlreadyCancelled(d) => {
+            let rec = ExportRecord::from_document(&d).map_err(|e| {
+                tracing::error!(error = %e, "cancelled export no longer readable");
+                ApiError::internal()
+            })?;
+            Ok(Json(export_json(&state, &rec).await))
+        }
+        Outcome::NotActive(d) => {
+            let status = d.get_str("status").unwrap_or_default().to_string();
+            Err(ApiError::coded(
+                StatusCode::CONFLICT,
+                Code::ExportNotActive,
+                format!(
+                    "the export is {status}: only PENDING or TRIGGERED exports can be cancelled"
+                ),
+            )
+            .with_payload(json!({ "status": status })))
+        }
+        Outcome::NotFound => Err(export_not_found()),
+    }
 }
 
 const SORT_FIELDS: [&str; 4] = ["date.created", "date.finished", "status", "exportType"];
 const MAX_PAGE: u64 = 1_000_000;
 
-fn parse_list(state: &AppState, q: &HashMap<String, String>) -> Result<ListQuery, ApiError> {
+/// The list query. The original's documents name some parameters
+/// differently (api.md): `sortBy` = `sort`, `sortDir` = `sortOrder`,
+/// `sortDesc` (true/false) = `sortOrder=desc/asc`, `offset` = the page that
+/// starts there (a multiple of `limit`). Each name is read; two names of
+/// one setting that ask for different things are a 400, so a client never
+/// gets a page other than the one it asked for.
+fn parse_list(registry: &Registry, q: &HashMap<String, String>) -> Result<ListQuery, ApiError> {
     // Unknown parameters are ignored (as unknown body fields are), but
     // operator-looking ones (`exportType[$ne]=x`) are refused outright.
     for k in q.keys() {
@@ -226,35 +304,52 @@ fn parse_list(state: &AppState, q: &HashMap<String, String>) -> Result<ListQuery
     }
     let export_type = match q.get("exportType") {
         None => None,
-        Some(t) if state.registry.get(t).is_some() => Some(t.clone()),
+        Some(t) if registry.get(t).is_some() => Some(t.clone()),
         Some(_) => {
             return Err(ApiError::coded(
                 StatusCode::BAD_REQUEST,
                 Code::InvalidExportType,
                 "exportType is not a valid export type",
             )
-            .with_payload(json!({ "field": "exportType", "validTypes": state.registry.names() })))
+            .with_payload(json!({ "field": "exportType", "validTypes": registry.names() })))
         }
     };
-    let sort_field = match q.get("sort") {
-        None => SORT_FIELDS[0],
-        Some(s) => *SORT_FIELDS.iter().find(|f| *f == s).ok_or_else(|| {
-            ApiError::field(
-                "sort",
-                "sort must be one of date.created, date.finished, status, exportType",
-            )
-        })?,
-    };
-    let ascending = match q.get("sortOrder").map(String::as_str) {
-        None | Some("desc") => false,
-        Some("asc") => true,
+    let mut sorts = Vec::new();
+    for name in ["sort", "sortBy"] {
+        if let Some(s) = q.get(name) {
+            let f = SORT_FIELDS.iter().find(|f| *f == s).ok_or_else(|| {
+                ApiError::field(
+                    name,
+                    format!(
+                        "{name} must be one of date.created, date.finished, status, exportType"
+                    ),
+                )
+            })?;
+            sorts.push((name, *f));
+        }
+    }
+    let sort_field = agree(sorts)?.unwrap_or(SORT_FIELDS[0]);
+    let mut orders = Vec::new();
+    for name in ["sortOrder", "sortDir"] {
+        match q.get(name).map(String::as_str) {
+            None => {}
+            Some("asc") => orders.push((name, true)),
+            Some("desc") => orders.push((name, false)),
+            Some(_) => return Err(ApiError::field(name, format!("{name} must be asc or desc"))),
+        }
+    }
+    match q.get("sortDesc").map(String::as_str) {
+        None => {}
+        Some("true" | "1") => orders.push(("sortDesc", false)),
+        Some("false" | "0") => orders.push(("sortDesc", true)),
         Some(_) => {
             return Err(ApiError::field(
-                "sortOrder",
-                "sortOrder must be asc or desc",
+                "sortDesc",
+                "sortDesc must be true or false",
             ))
         }
-    };
+    }
+    let ascending = agree(orders)?.unwrap_or(false);
     let int = |name: &str, default: u64, max: u64| -> Result<u64, ApiError> {
         match q.get(name) {
             None => Ok(default),
@@ -267,13 +362,50 @@ fn parse_list(state: &AppState, q: &HashMap<String, String>) -> Result<ListQuery
                 }),
         }
     };
+    let limit = int("limit", 20, 100)?;
+    let mut pages = Vec::new();
+    if q.contains_key("page") {
+        pages.push(("page", int("page", 1, MAX_PAGE)?));
+    }
+    if let Some(s) = q.get("offset") {
+        let bad = || {
+            ApiError::field(
+                "offset",
+                format!(
+                    "offset must be a multiple of limit ({limit}) from 0 to {}",
+                    (MAX_PAGE - 1) * limit
+                ),
+            )
+        };
+        let offset = s.parse::<u64>().map_err(|_| bad())?;
+        let page = offset / limit + 1;
+        if offset % limit != 0 || page > MAX_PAGE {
+            return Err(bad());
+        }
+        pages.push(("offset", page));
+    }
     Ok(ListQuery {
         export_type,
         sort_field,
         ascending,
-        page: int("page", 1, MAX_PAGE)?,
-        limit: int("limit", 20, 100)?,
+        page: agree(pages)?.unwrap_or(1),
+        limit,
     })
+}
+
+/// The one value several names of a setting give, if any; a 400 naming
+/// both when two of them disagree.
+fn agree<T: PartialEq + Copy>(given: Vec<(&str, T)>) -> Result<Option<T>, ApiError> {
+    let Some(&(first, v)) = given.first() else {
+        return Ok(None);
+    };
+    match given.iter().find(|(_, w)| *w != v) {
+        Some((other, _)) => Err(ApiError::field(
+            other,
+            format!("{first} and {other} ask for different things: send one of them"),
+        )),
+        None => Ok(Some(v)),
+    }
 }
 
 fn truncate(s: &str) -> String {
@@ -288,7 +420,12 @@ async fn list(
 ) -> Result<Response, ApiError> {
     identity.require_report(&campaign_id)?;
     check_campaign_id(&campaign_id)?;
-    let lq = parse_list(&state, &q)?;
+    let lq = parse_list(&state.registry, &q)?;
+    // As the original: the campaign must exist (its exports alone do not
+    // make it one).
+    if state.store.campaign(&campaign_id).await?.is_none() {
+        return Err(campaign_not_found());
+    }
     let (records, total) = state.queue.list(&campaign_id, &lq).await?;
     let mut items = Vec::with_capacity(records.len());
     for r in &records {
@@ -324,4 +461,70 @@ async fn list(
         }
     }
     Ok((headers, Json(Value::Array(items))).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(q: &str) -> Result<(&'static str, bool, u64, u64), ApiError> {
+        let q: HashMap<String, String> = q
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap();
+                (k.to_string(), v.to_string())
+            })
+            .collect();
+        parse_list(&Registry::new(), &q).map(|l| (l.sort_field, l.ascending, l.page, l.limit))
+    }
+
+    #[test]
+    fn every_alias_asks_for_what_our_name_asks_for() {
+        let cases = [
+            ("sortBy=status", "sort=status"),
+            ("sortDir=asc", "sortOrder=asc"),
+            ("sortDir=desc", "sortOrder=desc"),
+            ("sortDesc=false", "sortOrder=asc"),
+            ("sortDesc=true", "sortOrder=desc"),
+            ("sortDesc=0", "sortOrder=asc"),
+            ("offset=0&limit=10", "page=1&limit=10"),
+            ("offset=20&limit=10", "page=3&limit=10"),
+            ("offset=40", "page=3"),
+            (
+                "sortBy=exportType&sortDesc=false&offset=4&limit=2",
+                "sort=exportType&sortOrder=asc&page=3&limit=2",
+            ),
+            // Two names that agree are fine.
+            (
+                "sort=status&sortBy=status&page=2&offset=20",
+                "sort=status&page=2",
+            ),
+        ];
+        for (alias, ours) in cases {
+            assert_eq!(parse(alias).unwrap(), parse(ours).unwrap(), "{alias}");
+        }
+        assert_ne!(parse("sortDir=asc").unwrap(), parse("").unwrap());
+    }
+
+    #[test]
+    fn aliases_that_cannot_be_honoured_are_a_400() {
+        for q in [
+            "offset=15&limit=10",
+            "offset=-10",
+            "offset=x",
+            "offset=20000000",
+            "sortDir=up",
+            "sortDesc=yes",
+            "sortBy=requesterUserId",
+            "sortOrder=asc&sortDir=desc",
+            "sortOrder=desc&sortDesc=false",
+            "sort=status&sortBy=exportType",
+            "page=2&offset=0",
+        ] {
+            let e = parse(q).expect_err(q);
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{q}");
+            assert!(e.payload.unwrap()["field"].is_string(), "{q}");
+        }
+    }
 }

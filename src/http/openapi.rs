@@ -39,6 +39,7 @@ Requests may carry `x-titan-correlation-id`; it is echoed in the response header
         create_export,
         list_exports,
         read_export,
+        cancel_export,
         ccpa_delete_user,
         heartbeat,
         ready,
@@ -75,7 +76,7 @@ Requests may carry `x-titan-correlation-id`; it is echoed in the response header
     )),
     modifiers(&BearerJwt),
     tags(
-        (name = "exports", description = "Request, read and list exports"),
+        (name = "exports", description = "Request, read, list and cancel exports"),
         (name = "ccpa", description = "Privacy deletion"),
         (name = "health", description = "Liveness, readiness, metrics (no auth)"),
         (name = "dev", description = "Development routes: 404 unless DEV_ROUTES=true"),
@@ -403,6 +404,10 @@ fn create_export() {}
         ("sortOrder" = Option<SortOrder>, Query, description = "Default desc"),
         ("page" = Option<u64>, Query, minimum = 1, maximum = 1000000),
         ("limit" = Option<u64>, Query, minimum = 1, maximum = 100),
+        ("sortBy" = Option<SortField>, Query, description = "The original's name for sort. Names of one setting that disagree are a 400"),
+        ("sortDir" = Option<SortOrder>, Query, description = "The original's name for sortOrder"),
+        ("sortDesc" = Option<bool>, Query, description = "The original's: true = sortOrder desc, false = asc"),
+        ("offset" = Option<u64>, Query, minimum = 0, description = "The original's: the page starting at this row; a multiple of limit, else 400"),
     ),
     responses(
         (status = 200, description = "A page of exports; pagination in headers", body = Vec<ExportDocument>,
@@ -410,10 +415,10 @@ fn create_export() {}
                 ("X-Total-Count" = u64, description = "Number of matching exports"),
                 ("Link" = String, description = "rel=\"next\" / rel=\"prev\" links, where they exist"),
             )),
-        (status = 400, description = "Invalid query parameter or id", body = ErrorBody),
+        (status = 400, description = "Invalid query parameter or id, an offset that is not a multiple of limit, or two names of one setting that disagree", body = ErrorBody),
         (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
         (status = 403, description = "No REPORT permission on the campaign", body = ErrorBody),
-        (status = 404, description = "Not found", body = ErrorBody),
+        (status = 404, description = "Campaign not found (payload.code CampaignNotFound)", body = ErrorBody),
         (status = 405, description = "Method not allowed", body = ErrorBody),
         (status = 408, description = "Request timed out", body = ErrorBody),
         (status = 500, description = "Internal error", body = ErrorBody),
@@ -446,6 +451,33 @@ fn list_exports() {}
 )]
 #[allow(dead_code)]
 fn read_export() {}
+
+#[utoipa::path(
+    delete,
+    path = "/campaigns/{campaignId}/exports/{exportId}",
+    tag = "exports",
+    summary = "Cancel an export",
+    description = "A PENDING or TRIGGERED export becomes FAILED with error.payload.code Cancelled; \
+a running one stops and its upload is aborted. Idempotent on a cancelled export.",
+    params(
+        ("campaignId" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$", example = "c1"),
+        ("exportId" = String, Path, pattern = "^[0-9a-fA-F]{24}$", example = "65f0c1a2b3c4d5e6f7a8b9c0"),
+    ),
+    responses(
+        (status = 200, description = "Cancelled (now, or before): the export, FAILED", body = ExportDocument),
+        (status = 400, description = "exportId is not an ObjectId, or campaignId is not a valid id", body = ErrorBody),
+        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 403, description = "No REPORT permission on the campaign", body = ErrorBody),
+        (status = 404, description = "No such export in this campaign", body = ErrorBody),
+        (status = 405, description = "Method not allowed", body = ErrorBody),
+        (status = 408, description = "Request timed out", body = ErrorBody),
+        (status = 409, description = "The export is FINISHED, FAILED or EXPIRED (payload.code ExportNotActive, payload.status)", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[allow(dead_code)]
+fn cancel_export() {}
 
 #[utoipa::path(
     delete,
@@ -620,7 +652,11 @@ mod tests {
         ];
         let mut out = Vec::new();
         for src in sources {
-            for chunk in src.split(".route(\"").skip(1) {
+            // rustfmt may break a long `.route(` call after the parenthesis.
+            for chunk in src.split(".route(").skip(1) {
+                let Some(chunk) = chunk.trim_start().strip_prefix('"') else {
+                    continue;
+                };
                 let (path, rest) = chunk.split_once('"').expect("route path");
                 // The method routers up to the end of the `.route(...)` call.
                 let call = &rest[..rest.find("))").map_or(rest.len(), |i| i + 1)];

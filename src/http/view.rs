@@ -1,24 +1,23 @@
 //! The export document as the API returns it (spec: api.md "Export
-//! document"): dates as RFC 3339 strings, `path` (a presigned URL) on
-//! FINISHED single-object exports, no internal fields (lease, activeKey,
-//! upload).
+//! document"): every field of the original's document with its original
+//! type (whatever type a legacy record stored it as), dates as RFC 3339
+//! strings, `path` (a presigned URL) on FINISHED single-object exports; no
+//! internal fields (lease, activeKey, upload), and never what the original
+//! stored beside them (the caller's `token`, `error.stack`).
 
-use mongodb::bson::Bson;
+use mongodb::bson::{Bson, DateTime};
 use serde_json::{json, Value};
 
 use super::AppState;
 use crate::exports::raw::iso;
 use crate::queue::{ExportRecord, Status};
 
-fn date(b: &Option<Bson>) -> Value {
-    match b {
-        Some(Bson::DateTime(d)) => Value::String(iso(*d)),
-        Some(Bson::String(s)) => Value::String(s.clone()),
-        _ => Value::Null,
-    }
+fn date(d: &Option<DateTime>) -> Value {
+    d.map_or(Value::Null, |d| Value::String(iso(d)))
 }
 
-fn bson_json(b: &Bson) -> Value {
+/// BSON as JSON: dates as RFC 3339 strings, the rest as relaxed extended JSON.
+pub fn bson_json(b: &Bson) -> Value {
     match b {
         Bson::DateTime(d) => Value::String(iso(*d)),
         Bson::Array(a) => Value::Array(a.iter().map(bson_json).collect()),

@@ -373,6 +373,16 @@ impl TestApp {
         self.shutdown.drain();
         let _ = tokio::time::timeout(Duration::from_secs(30), self.task).await;
     }
+
+    /// The export record as stored.
+    pub async fn export_doc(&self, id: mongodb::bson::oid::ObjectId) -> Document {
+        self.db
+            .collection::<Document>("exports")
+            .find_one(doc! { "_id": id })
+            .await
+            .unwrap()
+            .expect("export record")
+    }
 }
 
 pub fn token_with(user: &str, campaigns: &[(&str, &[&str])], supreme: bool, ttl: i64) -> String {

@@ -220,6 +220,8 @@ async fn every_route_times_every_token() {
         ),
         ("GET", "/heartbeat".into(), None, Needs::Nothing, vec![200]),
         ("GET", "/metrics".into(), None, Needs::Nothing, vec![200]),
+        // Cancel, last (it ends the export); idempotent, so 200 each time.
+        ("DELETE", one.clone(), None, Needs::ReportC1, vec![200]),
     ];
     // CCPA deletion, supreme only (a user who entered nothing: 200, zero).
     let (probe, _) = call(
