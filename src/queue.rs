@@ -90,7 +90,6 @@ pub struct Progress {
     pub expected_rows: Option<i64>,
     /// Rows the current attempt did not read again: it continued a
     /// checkpoint holding them (0: from the start).
-    #[serde(default)]
     pub resumed_from_row: i64,
 }
 
@@ -147,7 +146,6 @@ pub struct ExportRecord {
     pub sha256: Option<String>,
     pub bytes: Option<i64>,
     /// The last checkpoint of a resumable export's open upload.
-    #[serde(default)]
     pub checkpoint: Option<crate::sink::Checkpoint>,
 }
 
@@ -262,6 +260,7 @@ impl Progress {
             rows_written: f.int("rowsWritten").unwrap_or(0),
             bytes_written: f.int("bytesWritten").unwrap_or(0),
             expected_rows: f.int("expectedRows"),
+            resumed_from_row: f.int("resumedFromRow").unwrap_or(0),
         }
     }
 }
@@ -364,6 +363,11 @@ impl ExportRecord {
             retry_at_ms: f.int("retryAtMs"),
             sha256: f.text("sha256"),
             bytes: f.int("bytes"),
+            // Ours and written whole; one that does not decode is no
+            // checkpoint (the export starts again).
+            checkpoint: f
+                .doc("checkpoint")
+                .and_then(|c| bson::from_document(c.clone()).ok()),
         })
     }
 
@@ -1093,7 +1097,7 @@ impl Queue {
         self.coll()
             .update_one(
                 doc! { "_id": id, "status": Status::Failed.as_str() },
-                doc! { "$unset": { "upload": "" } },
+                doc! { "$unset": { "upload": "", "checkpoint": "" } },
             )
             .await?;
         Ok(())
