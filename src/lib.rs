@@ -11,6 +11,7 @@ pub mod encode;
 pub mod error;
 pub mod exports;
 pub mod http;
+pub mod lifecycle;
 pub mod oneshot;
 pub mod queue;
 pub mod shutdown;
