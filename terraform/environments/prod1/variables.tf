@@ -82,8 +82,8 @@ variable "elb_access_logs_bucket" {
   type        = string
 }
 
-variable "vf_export_image" {
-  description = "ECR image of the service (tag or digest)."
+variable "vf_export_image_tag" {
+  description = "Image tag (or sha256: digest) of the service in this environment's ECR repository."
   type        = string
 }
 
@@ -154,5 +154,10 @@ variable "tmol_role_arn" {
 
 variable "alarm_sns_topic_arn" {
   description = "SNS topic for the operational alarms."
+  type        = string
+}
+
+variable "flatcar_version" {
+  description = "Flatcar release the instances boot (pinned; rolled by instance refresh)."
   type        = string
 }

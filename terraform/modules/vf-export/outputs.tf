@@ -37,3 +37,18 @@ output "app_security_group_id" {
   description = "Security group of the instances (allow it on MongoDB 27017)."
   value       = aws_security_group.app.id
 }
+
+output "ecr_repository_url" {
+  description = "ECR repository of the service image: push scripts/image's image here (docs/deploy.md)."
+  value       = aws_ecr_repository.this.repository_url
+}
+
+output "vf_export_image" {
+  description = "The image the instances run (repository and immutable tag or digest)."
+  value       = local.vf_export_image
+}
+
+output "lifecycle_hook_name" {
+  description = "The EC2_INSTANCE_TERMINATING lifecycle hook the service answers (ASG_LIFECYCLE_HOOK)."
+  value       = aws_autoscaling_lifecycle_hook.terminating.name
+}
