@@ -21,6 +21,7 @@ module "vf_export" {
   elb_access_logs_bucket = var.elb_access_logs_bucket
 
   vf_export_image_tag = var.vf_export_image_tag
+  predeploy_jobs      = var.predeploy_jobs
   fluentd_image       = var.fluentd_image
   falcon_sensor_image = var.falcon_sensor_image
   ecr_repository_arns = var.ecr_repository_arns

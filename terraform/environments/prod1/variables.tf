@@ -161,3 +161,9 @@ variable "flatcar_version" {
   description = "Flatcar release the instances boot (pinned; rolled by instance refresh)."
   type        = string
 }
+
+variable "predeploy_jobs" {
+  description = "vf-export subcommands run from the image before the service starts on each new instance (indexes; add migrate for the cutover, docs/deploy.md)."
+  type        = list(string)
+  default     = ["indexes"]
+}
