@@ -16,9 +16,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, StatusCode};
-use common::procs::{csv_records, env_for, seed, Proc};
-use common::{faults, token_with, unique, TestApp};
-use mongodb::bson::{doc, oid::ObjectId, Bson, Document};
+use common::procs::{
+    assert_handed_back, csv_records, env_for, export_doc, post_export, rows_written, seed, Proc,
+};
+use common::{faults, unique, TestApp};
+
 use serde_json::{json, Value};
 
 const ENTRIES: u64 = 40_000;
@@ -181,44 +183,6 @@ async fn create_group(endpoint: &str, group: &str, hook: &str) {
         .expect("PutLifecycleHook");
 }
 
-async fn raw(app: &TestApp, id: &str) -> Document {
-    app.db
-        .collection::<Document>("exports")
-        .find_one(doc! { "_id": ObjectId::parse_str(id).unwrap() })
-        .await
-        .unwrap()
-        .unwrap()
-}
-
-fn rows_written(d: &Document) -> i64 {
-    // Int32 or Int64: the stand-in does not keep the width.
-    match d
-        .get_document("progress")
-        .ok()
-        .and_then(|p| p.get("rowsWritten"))
-    {
-        Some(Bson::Int64(n)) => *n,
-        Some(Bson::Int32(n)) => *n as i64,
-        _ => 0,
-    }
-}
-
-async fn post(http: &reqwest::Client, base: &str, cid: &str, body: Value) -> String {
-    let tok = token_with("u42", &[(cid, &["REPORT"])], false, 3600);
-    let r = http
-        .post(format!("{base}/campaigns/{cid}/exports"))
-        .bearer_auth(tok)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
 /// Poll `f` every 50 ms until it holds; `what` names it when GUARD passes.
 async fn until<F, Fut>(what: &str, mut f: F)
 where
@@ -333,10 +297,10 @@ async fn terminating_instance_hands_exports_back_and_completes_the_lifecycle_act
     let http = reqwest::Client::new();
     let hb = format!("{base}/heartbeat");
     assert_eq!(http.get(&hb).send().await.unwrap().status(), 200);
-    let id = post(&http, &base, cid, json!({ "exportType": "entries" })).await;
+    let id = post_export(&http, &base, cid, json!({ "exportType": "entries" })).await;
     let t0 = Instant::now();
     let upload_key = loop {
-        let d = raw(app, &id).await;
+        let d = export_doc(app, &id).await;
         assert_ne!(
             d.get_str("status"),
             Ok("FINISHED"),
@@ -350,7 +314,7 @@ async fn terminating_instance_hands_exports_back_and_completes_the_lifecycle_act
         assert!(t0.elapsed() < GUARD, "export never ran: {d}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert_eq!(raw(app, &id).await.get_i32("attempts"), Ok(1));
+    assert_eq!(export_doc(app, &id).await.get_i32("attempts"), Ok(1));
 
     i.imds.set("Terminated");
     until("/heartbeat answers 503", || async {
@@ -358,29 +322,16 @@ async fn terminating_instance_hands_exports_back_and_completes_the_lifecycle_act
     })
     .await;
     until("the export is back in the queue", || async {
-        raw(app, &id).await.get_str("status") == Ok("PENDING")
+        export_doc(app, &id).await.get_str("status") == Ok("PENDING")
     })
     .await;
-    let d = raw(app, &id).await;
+    let d = export_doc(app, &id).await;
     eprintln!("handed back after {} of {ENTRIES} rows", rows_written(&d));
     assert!(
         rows_written(&d) < ENTRIES as i64,
         "the export finished before the hand-back: make it longer"
     );
-    assert_eq!(
-        d.get_i32("attempts"),
-        Ok(0),
-        "a hand-back must not count: {d}"
-    );
-    for f in ["lease", "upload"] {
-        assert!(d.get(f).is_none(), "{f} left on the export: {d}");
-    }
-    assert!(d.get("activeKey").is_some(), "still active (dedupe): {d}");
-    assert_eq!(app.open_uploads(&app.buckets.exports).await, 0);
-    assert!(!app
-        .object_keys(&app.buckets.exports)
-        .await
-        .contains(&upload_key));
+    assert_handed_back(app, &d, &upload_key).await;
 
     // The group was asked and refused with a transient error: the process
     // keeps /heartbeat at 503 and retries (the SDK's retries, then its own).
@@ -421,7 +372,7 @@ async fn terminating_instance_hands_exports_back_and_completes_the_lifecycle_act
     let v = next.wait_done(cid, &id, GUARD).await;
     assert_eq!(v["status"], "FINISHED", "{v}");
     assert_eq!(v["count"], ENTRIES);
-    assert_eq!(raw(app, &id).await.get_i32("attempts"), Ok(1));
+    assert_eq!(export_doc(app, &id).await.get_i32("attempts"), Ok(1));
     let body = app.download(v["path"].as_str().unwrap()).await;
     assert_eq!(csv_records(&body) as u64, ENTRIES + 1);
     assert_eq!(app.open_uploads(&app.buckets.exports).await, 0);
@@ -441,7 +392,7 @@ async fn restarted_on_a_terminating_instance_claims_nothing() {
     let cid = "lifecycle2";
     seed(app, cid, 10, 1).await;
     // Queued before the process starts: it must stay queued.
-    let id = post(
+    let id = post_export(
         &app.http,
         &app.base,
         cid,
@@ -465,7 +416,7 @@ async fn restarted_on_a_terminating_instance_claims_nothing() {
         "{}",
         serve.stdout_text()
     );
-    let d = raw(app, &id).await;
+    let d = export_doc(app, &id).await;
     assert_eq!(d.get_str("status"), Ok("PENDING"), "{d}");
     assert_eq!(d.get_i32("attempts"), Ok(0), "claimed: {d}");
     assert!(logged(&serve, "export started").is_empty());

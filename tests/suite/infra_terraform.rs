@@ -592,11 +592,7 @@ fn launch_template_requires_imdsv2_encrypts_root_and_boots_the_cloud_config() {
         path_str(&s.strings_raw(must_attr(ami, "owners"))[0]),
         "var.flatcar_ami_owner"
     );
-    let name_filter = sub_blocks(ami, "filter")
-        .into_iter()
-        .find(|f| s.str_attr(f, "name") == "name")
-        .expect("AMI name filter");
-    let values = hcl::format::to_string(must_attr(name_filter, "values")).unwrap();
+    let values = ami_name_filter(&s);
     assert!(
         values.contains("Flatcar-"),
         "AMI name filter must select Flatcar: {values}"
@@ -826,13 +822,7 @@ fn assume_role_only_on_the_sfmc_and_tmol_roles() {
 fn put_metric_data_is_limited_to_the_service_namespace() {
     let s = Stack::module_only();
     let doc = s.data("aws_iam_policy_document", "this");
-    let st = sub_blocks(doc, "statement")
-        .into_iter()
-        .find(|st| {
-            s.strings(must_attr(st, "actions"))
-                .contains(&"cloudwatch:PutMetricData".to_string())
-        })
-        .expect("PutMetricData statement");
+    let st = statement_granting(&s, doc, "cloudwatch:PutMetricData");
     let cond = one_block(st, "condition");
     assert_eq!(s.str_attr(cond, "test"), "StringEquals");
     assert_eq!(s.str_attr(cond, "variable"), "cloudwatch:namespace");
@@ -1531,6 +1521,28 @@ fn read_by_the_binary(key: &str) -> bool {
         .any(|f| fs::read_to_string(f).unwrap().contains(&needle))
 }
 
+/// The values of the Flatcar AMI's name filter, as written.
+fn ami_name_filter(s: &Stack) -> String {
+    let ami = s.data("aws_ami", "flatcar");
+    let name_filter = sub_blocks(ami, "filter")
+        .into_iter()
+        .find(|f| s.str_attr(f, "name") == "name")
+        .expect("AMI name filter");
+    hcl::format::to_string(must_attr(name_filter, "values")).unwrap()
+}
+
+/// The statement of a policy document that grants `action`.
+fn statement_granting<'a>(s: &Stack, doc: &'a Block, action: &str) -> &'a Block {
+    sub_blocks(doc, "statement")
+        .into_iter()
+        .find(|st| {
+            s.strings(must_attr(st, "actions"))
+                .iter()
+                .any(|a| a == action)
+        })
+        .unwrap_or_else(|| panic!("no statement grants {action}"))
+}
+
 /// The host side: the units and their helper.
 fn host_files() -> Vec<(PathBuf, String)> {
     let mut out = Vec::new();
@@ -1789,13 +1801,7 @@ fn the_image_comes_from_an_immutable_scanned_encrypted_repository_with_a_lifecyc
 
     // The instances may pull from it; the image reference is built from it.
     let doc = s.data("aws_iam_policy_document", "this");
-    let pull = sub_blocks(doc, "statement")
-        .into_iter()
-        .find(|st| {
-            s.strings(must_attr(st, "actions"))
-                .contains(&"ecr:BatchGetImage".to_string())
-        })
-        .expect("ECR pull statement");
+    let pull = statement_granting(&s, doc, "ecr:BatchGetImage");
     let resources = hcl::format::to_string(must_attr(pull, "resources")).unwrap();
     assert!(
         resources.contains("aws_ecr_repository.this.arn"),
@@ -1864,11 +1870,7 @@ fn rollouts_launch_before_terminate_wait_for_the_elb_and_boot_a_pinned_flatcar()
         attr(ami.body(), "most_recent").is_none_or(|e| e == &Expression::Bool(false)),
         "the Flatcar AMI must not be most_recent"
     );
-    let name_filter = sub_blocks(ami, "filter")
-        .into_iter()
-        .find(|f| s.str_attr(f, "name") == "name")
-        .expect("AMI name filter");
-    let values = hcl::format::to_string(must_attr(name_filter, "values")).unwrap();
+    let values = ami_name_filter(&s);
     assert!(
         values.contains("${var.flatcar_version}") && !values.contains('*'),
         "the AMI name must pin the version: {values}"
