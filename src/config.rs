@@ -146,9 +146,6 @@ pub struct Settings {
     /// the instance's ASG tag from instance metadata).
     #[arg(long, env = "ASG_NAME")]
     pub asg_name: Option<String>,
-    /// Seconds between CloudWatch publications (ours).
-    #[arg(long, env = "CLOUDWATCH_INTERVAL_SECS", default_value_t = 60)]
-    pub cloudwatch_interval_secs: u64,
     /// Name of the group's EC2_INSTANCE_TERMINATING lifecycle hook (ours):
     /// on EC2, when this instance is being terminated, hand running exports
     /// back and complete the lifecycle action. Needs ASG_NAME.
@@ -164,6 +161,9 @@ pub struct Settings {
     /// cannot carry) from this file (ours; the file wins).
     #[arg(long, env = "JWT_PUBLIC_KEY_FILE")]
     pub jwt_public_key_file: Option<PathBuf>,
+    /// Seconds between CloudWatch publications (ours).
+    #[arg(long, env = "CLOUDWATCH_INTERVAL_SECS", default_value_t = 60)]
+    pub cloudwatch_interval_secs: u64,
 }
 
 /// A configuration problem: one line naming the variable, never its value.
@@ -245,9 +245,9 @@ pub struct Config {
     pub dev_routes: bool,
     pub cloudwatch_namespace: Option<String>,
     pub asg_name: Option<String>,
-    pub cloudwatch_interval: Duration,
     /// The termination lifecycle hook `serve` answers (with `asg_name`).
     pub asg_lifecycle_hook: Option<String>,
+    pub cloudwatch_interval: Duration,
 }
 
 fn required(var: &'static str, v: &Option<String>) -> Result<String, ConfigError> {
@@ -426,8 +426,8 @@ impl Settings {
             dev_routes: self.dev_routes,
             cloudwatch_namespace: non_empty(&self.cloudwatch_namespace),
             asg_name: non_empty(&self.asg_name),
-            cloudwatch_interval: Duration::from_secs(self.cloudwatch_interval_secs),
             asg_lifecycle_hook,
+            cloudwatch_interval: Duration::from_secs(self.cloudwatch_interval_secs),
         })
     }
 }
