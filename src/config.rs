@@ -143,7 +143,8 @@ pub struct Settings {
     #[arg(long, env = "CLOUDWATCH_NAMESPACE")]
     pub cloudwatch_namespace: Option<String>,
     /// AutoScalingGroupName dimension of the CloudWatch metrics (default:
-    /// the instance's ASG tag from instance metadata).
+    /// the instance's ASG tag from instance metadata), and the group whose
+    /// lifecycle hook ASG_LIFECYCLE_HOOK names.
     #[arg(long, env = "ASG_NAME")]
     pub asg_name: Option<String>,
     /// Name of the group's EC2_INSTANCE_TERMINATING lifecycle hook (ours):
