@@ -165,6 +165,13 @@ pub struct Settings {
     /// Seconds between CloudWatch publications (ours).
     #[arg(long, env = "CLOUDWATCH_INTERVAL_SECS", default_value_t = 60)]
     pub cloudwatch_interval_secs: u64,
+    /// First delay (s) before an export that failed for a passing reason
+    /// is claimed again; doubles per attempt, capped at 900 s, ±20 % jitter.
+    #[arg(long, env = "RETRY_BACKOFF_SECS", default_value_t = 30)]
+    pub retry_backoff_secs: u64,
+    /// SFMC region of the rows whose locale has no region of its own.
+    #[arg(long, env = "SFMC_DEFAULT_REGION", default_value = "NA")]
+    pub sfmc_default_region: String,
 }
 
 /// A configuration problem: one line naming the variable, never its value.
@@ -249,6 +256,8 @@ pub struct Config {
     /// The termination lifecycle hook `serve` answers (with `asg_name`).
     pub asg_lifecycle_hook: Option<String>,
     pub cloudwatch_interval: Duration,
+    pub retry_backoff: Duration,
+    pub sfmc_default_region: &'static str,
 }
 
 fn required(var: &'static str, v: &Option<String>) -> Result<String, ConfigError> {
@@ -405,6 +414,23 @@ impl Settings {
                 "must be between 5 (the S3 minimum) and 512",
             ));
         }
+        if self.retry_backoff_secs > 900 {
+            return Err(err("RETRY_BACKOFF_SECS", "must be at most 900 (the cap)"));
+        }
+        let region = self.sfmc_default_region.trim().to_ascii_uppercase();
+        let sfmc_default_region = crate::exports::sfmc::REGIONS
+            .iter()
+            .copied()
+            .find(|r| *r == region)
+            .ok_or_else(|| {
+                err(
+                    "SFMC_DEFAULT_REGION",
+                    format!(
+                        "must be one of {}",
+                        crate::exports::sfmc::REGIONS.join(", ")
+                    ),
+                )
+            })?;
         Ok(Config {
             port: self.port,
             mongodb_uri,
@@ -429,6 +455,8 @@ impl Settings {
             asg_name: non_empty(&self.asg_name),
             asg_lifecycle_hook,
             cloudwatch_interval: Duration::from_secs(self.cloudwatch_interval_secs),
+            retry_backoff: Duration::from_secs(self.retry_backoff_secs),
+            sfmc_default_region,
         })
     }
 }
@@ -472,6 +500,8 @@ mod tests {
         assert_eq!(c.max_rows_per_file, 250_000);
         assert_eq!(c.signed_url_ttl, Duration::from_secs(3600));
         assert_eq!(c.drain_timeout, Duration::from_secs(540));
+        assert_eq!(c.retry_backoff, Duration::from_secs(30));
+        assert_eq!(c.sfmc_default_region, "NA");
         assert!(!c.dev_routes);
         assert!(!c.s3_force_path_style);
     }

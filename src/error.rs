@@ -27,6 +27,13 @@ pub enum Code {
     PromotersNotFound,
     MissingCodeFromMarket,
     DeleteFailed,
+    // Ours (spec: exports.md, Failures).
+    DestinationDenied,
+    DestinationMissing,
+    DestinationNotConfigured,
+    PublishFailed,
+    DatabaseError,
+    InternalError,
 }
 
 impl Code {
@@ -41,6 +48,12 @@ impl Code {
             Code::PromotersNotFound => "PromotersNotFound",
             Code::MissingCodeFromMarket => "MissingCodeFromMarket",
             Code::DeleteFailed => "DeleteFailed",
+            Code::DestinationDenied => "DestinationDenied",
+            Code::DestinationMissing => "DestinationMissing",
+            Code::DestinationNotConfigured => "DestinationNotConfigured",
+            Code::PublishFailed => "PublishFailed",
+            Code::DatabaseError => "DatabaseError",
+            Code::InternalError => "InternalError",
         }
     }
 }

@@ -143,6 +143,7 @@ pub async fn load_source(
         created: chrono::Utc::now(),
         max_rows_per_file: cfg.max_rows_per_file,
         sinks: Sinks::new(cfg, sdk_config(cfg).await),
+        sfmc_default_region: cfg.sfmc_default_region,
     })
 }
 

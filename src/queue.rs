@@ -139,6 +139,14 @@ pub struct ExportRecord {
     pub progress: Option<Progress>,
     #[serde(default, deserialize_with = "truthy")]
     pub deleted: bool,
+    /// A handed-back export's earliest next claim (epoch ms).
+    #[serde(default)]
+    pub retry_at_ms: Option<i64>,
+    /// Hex SHA-256 and size of a FINISHED single-object export.
+    #[serde(default)]
+    pub sha256: Option<String>,
+    #[serde(default)]
+    pub bytes: Option<i64>,
 }
 
 /// A flag stored as a boolean, read leniently: some writers (and the
@@ -164,6 +172,17 @@ impl ExportRecord {
     pub fn gzip(&self) -> bool {
         self.compression.as_deref() == Some("gzip")
     }
+}
+
+/// What a finished export wrote.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// The object key, or the array of keys of a multi-object export.
+    pub key: Bson,
+    pub rows: u64,
+    pub bytes: u64,
+    pub sha256: Option<String>,
+    pub meta: Document,
 }
 
 /// What a POST asks for.
@@ -206,7 +225,7 @@ fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
 }
 
 fn decode(d: Document) -> Result<ExportRecord, StoreError> {
-    bson::from_document(d).map_err(|e| StoreError(mongodb::error::Error::custom(e.to_string())))
+    bson::from_document(d).map_err(|e| StoreError::custom(e.to_string()))
 }
 
 /// Fields an export leaves behind when it stops being active.
@@ -295,9 +314,7 @@ impl Queue {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(StoreError(mongodb::error::Error::custom(
-            "enqueue: active export kept changing",
-        )))
+        Err(StoreError::custom("enqueue: active export kept changing"))
     }
 
     pub async fn get(
@@ -362,8 +379,13 @@ impl Queue {
             "lease.expiresAtMs": { "$lt": now },
             "attempts": { "$lt": max_attempts as i32 },
         };
-        let pending = doc! { "status": Status::Pending.as_str() };
-        for (filter, reclaim) in [(lapsed, true), (pending, false)] {
+        // A handed-back export waits until its `retryAtMs` (fresh and
+        // legacy records have none). Two filters rather than one `$or`: the
+        // nx-27017 stand-in drops the other conditions of a
+        // findOneAndUpdate filter holding an `$or`.
+        let due = doc! { "status": Status::Pending.as_str(), "retryAtMs": { "$lte": now } };
+        let fresh = doc! { "status": Status::Pending.as_str(), "retryAtMs": { "$exists": false } };
+        for (filter, reclaim) in [(lapsed, true), (due, false), (fresh, false)] {
             let update = doc! {
                 "$set": {
                     "status": Status::Triggered.as_str(),
@@ -371,6 +393,7 @@ impl Queue {
                     "progress.rowsWritten": 0i64,
                     "progress.bytesWritten": 0i64,
                 },
+                "$unset": { "retryAtMs": "", "retryAt": "" },
                 "$inc": { "attempts": 1 },
                 "$currentDate": { "date.triggered": true },
             };
@@ -434,8 +457,14 @@ impl Queue {
         n: Option<u64>,
     ) -> Result<bool, StoreError> {
         let v = n.map(|n| Bson::Int64(n as i64)).unwrap_or(Bson::Null);
-        self.owned_update(id, owner, doc! { "$set": { "progress.expectedRows": v } })
-            .await
+        // `count` holds the preliminary count while TRIGGERED, as the
+        // original stored it; `finish` replaces it with the rows written.
+        self.owned_update(
+            id,
+            owner,
+            doc! { "$set": { "progress.expectedRows": v.clone(), "count": v } },
+        )
+        .await
     }
 
     pub async fn record_upload(
@@ -451,26 +480,29 @@ impl Queue {
         self.owned_update(id, owner, update).await
     }
 
-    /// Mark FINISHED with the object key(s) and the row count.
+    /// Mark FINISHED with the object key(s), the row count, and the
+    /// object's digest and size (single-object exports; per file in
+    /// `meta.files` otherwise).
     pub async fn finish(
         &self,
         id: ObjectId,
         owner: &str,
-        key: Bson,
-        count: u64,
-        bytes: u64,
-        meta: Option<Document>,
+        done: &Finished,
     ) -> Result<bool, StoreError> {
         let mut set = doc! {
             "status": Status::Finished.as_str(),
-            "key": key,
-            "count": count as i64,
-            "progress.rowsWritten": count as i64,
-            "progress.bytesWritten": bytes as i64,
+            "key": done.key.clone(),
+            "count": done.rows as i64,
+            "progress.rowsWritten": done.rows as i64,
+            "progress.bytesWritten": done.bytes as i64,
             "error": Bson::Null,
         };
-        if let Some(m) = meta {
-            set.insert("meta", m);
+        if let Some(h) = &done.sha256 {
+            set.insert("sha256", h);
+            set.insert("bytes", done.bytes as i64);
+        }
+        if !done.meta.is_empty() {
+            set.insert("meta", done.meta.clone());
         }
         self.owned_update(
             id,
@@ -480,21 +512,61 @@ impl Queue {
         .await
     }
 
-    /// Mark FAILED with a reason (no stack trace, no PII).
+    /// Mark FAILED with a reason (no stack trace, no PII). `key`: an
+    /// object the export did commit (a failed TMOL publish leaves its main
+    /// object): recorded so CCPA and operators find it.
     pub async fn fail(
         &self,
         id: ObjectId,
         owner: &str,
         message: &str,
         payload: Option<Bson>,
+        key: Option<Bson>,
+    ) -> Result<bool, StoreError> {
+        let mut set = doc! {
+            "status": Status::Failed.as_str(),
+            "error": { "message": message, "payload": payload.unwrap_or(Bson::Null) },
+        };
+        if let Some(k) = key {
+            set.insert("key", k);
+        }
+        self.owned_update(
+            id,
+            owner,
+            doc! {
+                "$set": set,
+                "$currentDate": { "date.failed": true },
+                "$unset": inactive_unset(),
+            },
+        )
+        .await
+    }
+
+    /// Hand the export back after a failure that may pass (spec:
+    /// exports.md, Failures): PENDING, not claimable before `retry_at_ms`,
+    /// with the error so far. The attempt counts.
+    pub async fn retry_later(
+        &self,
+        id: ObjectId,
+        owner: &str,
+        retry_at_ms: i64,
+        message: &str,
+        payload: Document,
     ) -> Result<bool, StoreError> {
         self.owned_update(
             id,
             owner,
             doc! {
-                "$set": { "status": Status::Failed.as_str(), "error": { "message": message, "payload": payload.unwrap_or(Bson::Null) } },
-                "$currentDate": { "date.failed": true },
-                "$unset": inactive_unset(),
+                "$set": {
+                    "status": Status::Pending.as_str(),
+                    // Epoch ms for the claim filter (a future BSON date
+                    // cannot be `$set` portably: local-stand-ins.md).
+                    "retryAtMs": retry_at_ms,
+                    // For people reading the record (the spec's `retryAt`).
+                    "retryAt": DateTime::from_millis(retry_at_ms),
+                    "error": { "message": message, "payload": payload },
+                },
+                "$unset": { "lease": "", "upload": "" },
             },
         )
         .await
@@ -639,5 +711,21 @@ impl Queue {
             }
         }
         Ok(out)
+    }
+
+    /// Seconds the oldest PENDING export has waited since it was created (0
+    /// when none waits): the backlog-age gauge and CloudWatch datum. A
+    /// handed-back or retried export keeps its creation time, so this is how
+    /// long a campaign tool has been waiting, not how long since the last try.
+    pub async fn oldest_pending_age(&self) -> Result<i64, StoreError> {
+        let oldest = self
+            .coll()
+            .find_one(doc! { "status": Status::Pending.as_str() })
+            .sort(doc! { "date.created": 1 })
+            .await?;
+        let Some(d) = oldest else { return Ok(0) };
+        let created = decode(d)?.created().timestamp_millis();
+        // A clock ahead of ours is not a negative wait.
+        Ok((now_ms() - created).max(0) / 1000)
     }
 }

@@ -16,7 +16,7 @@ use crate::shutdown::Shutdown;
 use crate::sink::{sdk_config, Sinks};
 use crate::store::{IndexScope, Store};
 use crate::telemetry::Metrics;
-use crate::worker::{Worker, WorkerSettings};
+use crate::worker::{Hooks, Worker, WorkerSettings};
 
 /// Which process role to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +44,11 @@ pub struct Application {
 
 impl Application {
     pub async fn build(cfg: &Config, role: Role) -> anyhow::Result<Self> {
+        Self::build_with(cfg, role, Hooks::default()).await
+    }
+
+    /// [`Application::build`] with test seams in the worker.
+    pub async fn build_with(cfg: &Config, role: Role, hooks: Hooks) -> anyhow::Result<Self> {
         let store = Store::connect(&cfg.mongodb_uri, &cfg.mongodb_db).await?;
         // The dedupe rule relies on the unique activeKey index: ensure the
         // queue's (small, cheap) indexes; source indexes are the pre-deploy
@@ -56,6 +61,7 @@ impl Application {
         let metrics = Metrics::new();
         let queue = Queue::new(store.clone());
         let registry = Registry::new();
+        metrics.preinit(&registry.names());
         let auth = match (&cfg.jwt, role) {
             (Some(k), _) => Arc::new(Auth::new(k)?),
             (None, Role::Worker) => {
@@ -108,6 +114,7 @@ impl Application {
                     std::process::id(),
                     &uuid::Uuid::new_v4().simple().to_string()[..8]
                 ),
+                hooks,
             })
         });
         let lifecycle = Watcher::detect(cfg, state.sinks.sdk()).await;
@@ -181,7 +188,8 @@ impl Application {
     }
 }
 
-/// Keep the queue-depth gauge fresh in the background (never on a request).
+/// Keep the queue-depth and backlog-age gauges fresh in the background
+/// (never on a request).
 async fn refresh_depth(state: AppState) {
     loop {
         match state.queue.depth().await {
@@ -195,6 +203,10 @@ async fn refresh_depth(state: AppState) {
                 }
             }
             Err(e) => tracing::debug!(error = %e, "queue depth refresh failed"),
+        }
+        match state.queue.oldest_pending_age().await {
+            Ok(secs) => state.metrics.oldest_pending_age.set(secs),
+            Err(e) => tracing::debug!(error = %e, "oldest pending age refresh failed"),
         }
         tokio::time::sleep(DEPTH_EVERY).await;
     }

@@ -6,16 +6,18 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use mongodb::bson::Bson;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::error::Code;
 use crate::exports::{
     produce, ExportError, Outputs, Params, Progress, Registry, S3Outputs, Source,
 };
-use crate::queue::{ExportRecord, Queue, Status, UploadRef};
+use crate::queue::{ExportRecord, Finished, Queue, Status, UploadRef};
 use crate::shutdown::Shutdown;
 use crate::sink::{BoxRead, BoxWrite, DestKind, ObjectSpec, Sinks, Upload, Uploaded};
 use crate::store::Store;
@@ -32,6 +34,9 @@ pub struct WorkerSettings {
     pub drain_timeout: Duration,
     /// Rows per CSV segment inside a ZIP.
     pub max_rows_per_file: u64,
+    /// First retry delay after a failure that may pass.
+    pub retry_backoff: Duration,
+    pub sfmc_default_region: &'static str,
 }
 
 impl WorkerSettings {
@@ -44,6 +49,8 @@ impl WorkerSettings {
             export_timeout: c.export_timeout,
             drain_timeout: c.drain_timeout,
             max_rows_per_file: c.max_rows_per_file,
+            retry_backoff: c.retry_backoff,
+            sfmc_default_region: c.sfmc_default_region,
         }
     }
 
@@ -63,6 +70,76 @@ pub struct Worker {
     pub settings: WorkerSettings,
     /// Lease owner id: unique per process.
     pub owner: String,
+    pub hooks: Hooks,
+}
+
+/// Test seams: code the tests inject into a running worker (none in
+/// production).
+#[derive(Clone, Default)]
+pub struct Hooks {
+    /// Awaited at each [`Stage`] of every export attempt (a test makes it
+    /// panic, or holds the export there while it looks).
+    pub at: Option<ExportHook>,
+}
+
+/// Where in an attempt a hook runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Claimed, nothing read yet.
+    Claimed,
+    /// The preliminary count is recorded; no row read yet.
+    Counted,
+}
+
+/// A hook run with the export at a stage.
+pub type ExportHook =
+    Arc<dyn Fn(Stage, &ExportRecord) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks")
+            .field("at", &self.at.is_some())
+            .finish()
+    }
+}
+
+impl Hooks {
+    async fn run(&self, stage: Stage, rec: &ExportRecord) {
+        if let Some(h) = &self.at {
+            h(stage, rec).await;
+        }
+    }
+}
+
+/// The retry delay after `attempt` attempts: `base` doubled per attempt,
+/// capped at 900 s, ±20 % jitter (so exports that failed together do not
+/// come back together).
+pub fn backoff(base: Duration, attempt: u32) -> Duration {
+    const CAP: Duration = Duration::from_secs(900);
+    let doubled = base
+        .checked_mul(1u32 << attempt.saturating_sub(1).min(20))
+        .unwrap_or(CAP)
+        .min(CAP);
+    // uuid v4's random bits: no RNG crate for one number.
+    let r = (uuid::Uuid::new_v4().as_u128() % 10_001) as f64 / 10_000.0;
+    doubled.mul_f64(0.8 + 0.4 * r)
+}
+
+/// Keeps `vf_export_in_flight` right whatever way an export task ends
+/// (a panic unwinding included).
+struct InFlight(prometheus::IntGauge);
+
+impl InFlight {
+    fn start(g: &prometheus::IntGauge) -> Self {
+        g.inc();
+        Self(g.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// A finished export.
@@ -81,7 +158,9 @@ impl Worker {
         let mut tasks = JoinSet::new();
         let mut last_sweep: Option<Instant> = None;
         loop {
-            while tasks.try_join_next().is_some() {}
+            while let Some(r) = tasks.try_join_next() {
+                log_task_end(r);
+            }
             if last_sweep.is_none_or(|t| t.elapsed() >= s.poll) {
                 self.sweep().await;
                 last_sweep = Some(Instant::now());
@@ -119,14 +198,20 @@ impl Worker {
                 drain_timeout_secs = s.drain_timeout.as_secs(),
                 "draining"
             );
-            let all = async { while tasks.join_next().await.is_some() {} };
+            let all = async {
+                while let Some(r) = tasks.join_next().await {
+                    log_task_end(r);
+                }
+            };
             if tokio::time::timeout(s.drain_timeout, all).await.is_err() {
                 tracing::warn!(
                     in_flight = tasks.len(),
                     "drain timeout: handing exports back to the queue"
                 );
                 shutdown.hand_back();
-                while tasks.join_next().await.is_some() {}
+                while let Some(r) = tasks.join_next().await {
+                    log_task_end(r);
+                }
             }
         }
         tracing::info!("worker stopped");
@@ -183,11 +268,19 @@ impl Worker {
         async move {
             let _permit = permit;
             let m = &self.metrics;
-            m.in_flight.inc();
+            let _in_flight = InFlight::start(&m.in_flight);
             m.exports_started.with_label_values(&[rec.export_type.as_str()]).inc();
             tracing::info!("export started");
             let t0 = Instant::now();
-            let outcome = self.execute(&rec, &shutdown).await;
+            // A panic in an export's code fails that export, never the
+            // process (spec: exports.md, Failures).
+            let outcome = match std::panic::AssertUnwindSafe(self.execute(&rec, &shutdown))
+                .catch_unwind()
+                .await
+            {
+                Ok(r) => r,
+                Err(p) => Err(ExportError::Panicked(panic_message(p.as_ref()))),
+            };
             let (id, owner) = (rec.id, self.owner.as_str());
             let ty = rec.export_type.as_str();
             match outcome {
@@ -199,29 +292,38 @@ impl Worker {
                     tracing::info!(rows = done.rows, bytes = done.bytes, duration = t0.elapsed().as_millis() as u64, "export finished");
                 }
                 Err(ExportError::LeaseLost) => {
-                    tracing::warn!("lease lost: the export expired or another worker owns it now");
+                    tracing::warn!("lease lost: the export expired, was cancelled, or another worker owns it now");
                 }
                 Err(ExportError::Drained) => {
                     let r = self.queue.release(id, owner, false).await;
                     tracing::info!(released = r.unwrap_or(false), "export handed back to the queue on shutdown");
                 }
                 Err(e) if e.retryable() && (rec.attempts as u32) < self.settings.max_attempts => {
-                    let r = self.queue.release(id, owner, true).await;
-                    tracing::warn!(error = %e, released = r.unwrap_or(false), "export attempt failed; it will be retried");
+                    let wait = backoff(self.settings.retry_backoff, rec.attempts.max(1) as u32);
+                    let at = crate::queue::now_ms() + wait.as_millis() as i64;
+                    let mut payload = e.payload();
+                    payload.insert("attempts", rec.attempts);
+                    let r = self.queue.retry_later(id, owner, at, &e.to_string(), payload).await;
+                    tracing::warn!(error = %e, released = r.unwrap_or(false), retry_in_secs = wait.as_secs(), "export attempt failed; it will be retried");
                 }
                 Err(e) => {
-                    let (message, payload) = match &e {
-                        ExportError::Data { message, payload } => (message.clone(), payload.clone()),
-                        other => (other.to_string(), Some(Bson::Document(mongodb::bson::doc! { "attempts": rec.attempts }))),
+                    let (message, mut payload) = (e.to_string(), e.payload());
+                    if !matches!(e, ExportError::Data { .. }) {
+                        payload.insert("attempts", rec.attempts);
+                    }
+                    // A failed TMOL publish leaves the export's own object:
+                    // recorded as its key.
+                    let key = match &e {
+                        ExportError::Published { main, .. } => Some(Bson::String(main.key.clone())),
+                        _ => None,
                     };
-                    if let Err(db) = self.queue.fail(id, owner, &message, payload).await {
+                    if let Err(db) = self.queue.fail(id, owner, &message, Some(Bson::Document(payload)), key).await {
                         tracing::error!(error = %db, "could not mark the export FAILED; its lease will lapse and the sweep will");
                     }
                     m.exports.with_label_values(&[ty, Status::Failed.as_str()]).inc();
                     tracing::error!(error = %e, "export failed");
                 }
             }
-            m.in_flight.dec();
         }
         .instrument(span)
         .await
@@ -234,6 +336,7 @@ impl Worker {
             self.sinks.abort_orphan(up).await?;
             self.queue.record_upload(id, owner, None).await?;
         }
+        self.hooks.run(Stage::Claimed, rec).await;
         let ty = self
             .registry
             .get(&rec.export_type)
@@ -249,6 +352,14 @@ impl Worker {
                 ExportError::data(crate::error::Code::CampaignNotFound, "campaign not found")
             })?;
         let markets = self.store.markets_of(&rec.campaign_id).await?;
+        // The POST checked; markets removed since then would make a
+        // header-only file pass for the export.
+        if ty.needs_markets() && markets.is_empty() {
+            return Err(ExportError::data(
+                Code::NoMarketsFound,
+                "the campaign has no markets (removed after the export was requested)",
+            ));
+        }
         let params = Params {
             date_key: rec.date_key.clone(),
             include_all_markets: rec.include_all_markets,
@@ -265,11 +376,13 @@ impl Worker {
             created,
             max_rows_per_file: self.settings.max_rows_per_file,
             sinks: self.sinks.clone(),
+            sfmc_default_region: self.settings.sfmc_default_region,
         };
         let expected = ty.expected_rows(&src).await?;
         if !self.queue.set_expected_rows(id, owner, expected).await? {
             return Err(ExportError::LeaseLost);
         }
+        self.hooks.run(Stage::Counted, rec).await;
         // An unconfigured destination fails before any work.
         self.sinks.destination(ty.destination()).await?;
 
@@ -318,11 +431,14 @@ impl Worker {
         let result = produce(ty.as_ref(), &src, &outputs, &progress).await;
         renewal.stop().await;
         let done = result?;
-        if !self
-            .queue
-            .finish(id, owner, done.key, done.rows, done.bytes, done.meta)
-            .await?
-        {
+        let finished = Finished {
+            key: done.key,
+            rows: done.rows,
+            bytes: done.bytes,
+            sha256: done.sha256,
+            meta: done.meta,
+        };
+        if !self.queue.finish(id, owner, &finished).await? {
             return Err(ExportError::LeaseLost);
         }
         Ok(Done {
@@ -395,6 +511,20 @@ impl Outputs for QueuedOutputs<'_> {
             Err(ExportError::LeaseLost)
         }
     }
+    async fn still_owner(&self) -> bool {
+        let p = self.progress;
+        let (r, b) = (
+            p.rows.load(Ordering::Relaxed),
+            p.bytes.load(Ordering::Relaxed),
+        );
+        // A database error counts as "not sure": nothing is deleted.
+        matches!(
+            self.queue
+                .heartbeat(self.id, self.owner, self.lease, r, b)
+                .await,
+            Ok(true)
+        )
+    }
     async fn stopped(&self) -> ExportError {
         tokio::select! {
             _ = self.lost.cancelled() => ExportError::LeaseLost,
@@ -409,6 +539,24 @@ impl Outputs for QueuedOutputs<'_> {
     }
     fn configured(&self, dest: DestKind) -> bool {
         self.s3.configured(dest)
+    }
+}
+
+/// The message of a panic's payload (a `&str` or a `String`).
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_string())
+}
+
+/// An export task ended: a panic that escaped its own guard is logged
+/// (the task's guards have already put the gauges right).
+fn log_task_end(r: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = r {
+        if e.is_panic() {
+            tracing::error!(error = %e, "an export task panicked");
+        }
     }
 }
 

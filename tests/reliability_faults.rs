@@ -1,7 +1,8 @@
 //! Dependency faults and idempotent completion:
-//! - MongoDB dies mid-export and comes back: the process stays up,
-//!   `/heartbeat` keeps answering, the export ends FINISHED (retried) or
-//!   FAILED with a reason.
+//! - MongoDB dies mid-export (during the first batch, mid-stream, during
+//!   the last market) and comes back: the process stays up, `/heartbeat`
+//!   keeps answering, and the export ends FINISHED with exactly the seeded
+//!   rows, each once, or FAILED with a reason; never a short FINISHED.
 //! - `sts:AssumeRole` denied for a partner bucket: FAILED with a reason
 //!   naming the role, never the credentials.
 //! - A worker whose lease was taken over cannot overwrite the new owner's
@@ -16,7 +17,7 @@ use common::procs::{env_for, seed_into, Nx, Proc};
 use common::{campaign_doc, insert, standins, token_with, unique, TestApp};
 use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime, Document};
 use serde_json::{json, Value};
-use vf_export::queue::{NewExport, Queue};
+use vf_export::queue::{Finished, NewExport, Queue};
 use vf_export::store::Store;
 
 #[tokio::test]
@@ -63,23 +64,23 @@ async fn a_taken_over_lease_cannot_overwrite_the_new_owners_result() {
     assert!(!q.record_upload(id, "owner-a", None).await.unwrap());
     assert!(!q.release(id, "owner-a", false).await.unwrap());
     assert!(!q
-        .finish(id, "owner-a", Bson::String("a-key".into()), 1, 1, None)
+        .finish(id, "owner-a", &finished("a-key", 1, 1))
         .await
         .unwrap());
-    assert!(!q.fail(id, "owner-a", "A failed", None).await.unwrap());
+    assert!(!q.fail(id, "owner-a", "A failed", None, None).await.unwrap());
     // B's are not.
     assert!(q.heartbeat(id, "owner-b", lease, 5, 50).await.unwrap());
     assert!(q
-        .finish(id, "owner-b", Bson::String("b-key".into()), 7, 70, None)
+        .finish(id, "owner-b", &finished("b-key", 7, 70))
         .await
         .unwrap());
     // After B finished, A still cannot touch it, nor can B fail it.
     assert!(!q
-        .finish(id, "owner-a", Bson::String("a-key".into()), 1, 1, None)
+        .finish(id, "owner-a", &finished("a-key", 1, 1))
         .await
         .unwrap());
-    assert!(!q.fail(id, "owner-a", "A failed", None).await.unwrap());
-    assert!(!q.fail(id, "owner-b", "late", None).await.unwrap());
+    assert!(!q.fail(id, "owner-a", "A failed", None, None).await.unwrap());
+    assert!(!q.fail(id, "owner-b", "late", None, None).await.unwrap());
     assert!(!q.release(id, "owner-b", true).await.unwrap());
     let d = q.by_id(id).await.unwrap().unwrap();
     assert_eq!(d.status.as_str(), "FINISHED");
@@ -96,6 +97,16 @@ async fn a_taken_over_lease_cannot_overwrite_the_new_owners_result() {
     let _ = store.db().drop().await;
 }
 
+fn finished(key: &str, rows: u64, bytes: u64) -> Finished {
+    Finished {
+        key: Bson::String(key.into()),
+        rows,
+        bytes,
+        sha256: None,
+        meta: Document::new(),
+    }
+}
+
 async fn export_doc(db: &mongodb::Database, id: &str) -> Document {
     db.collection::<Document>("exports")
         .find_one(doc! { "_id": ObjectId::parse_str(id).unwrap() })
@@ -104,8 +115,64 @@ async fn export_doc(db: &mongodb::Database, id: &str) -> Document {
         .unwrap()
 }
 
+/// When, in an `entries` export over four markets, MongoDB is killed.
+#[derive(Debug, Clone, Copy)]
+enum Moment {
+    /// As soon as the export is TRIGGERED: the count, or the first batch.
+    FirstBatch,
+    /// Rows flowing, in the first half of the markets.
+    MidStream,
+    /// Past three quarters of the rows: the last market.
+    LastMarket,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mongodb_dies_mid_export_and_comes_back() {
+async fn mongodb_dies_during_the_first_batch() {
+    mongodb_dies_and_comes_back(Moment::FirstBatch).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongodb_dies_mid_stream() {
+    mongodb_dies_and_comes_back(Moment::MidStream).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongodb_dies_during_the_last_market() {
+    mongodb_dies_and_comes_back(Moment::LastMarket).await
+}
+
+/// The first cell of every data row of a CSV/TSV body.
+async fn first_column(body: &[u8], delimiter: u8) -> Vec<String> {
+    use futures::StreamExt;
+    let mut rdr = csv_async::AsyncReaderBuilder::new()
+        .delimiter(delimiter)
+        .create_reader(body);
+    let mut out = Vec::new();
+    let mut records = rdr.records();
+    while let Some(r) = records.next().await {
+        out.push(r.unwrap().get(0).unwrap_or_default().to_string());
+    }
+    out
+}
+
+fn rows_written(d: &Document) -> u64 {
+    // Int32 or Int64: the stand-in does not keep the width.
+    match d
+        .get_document("progress")
+        .ok()
+        .and_then(|p| p.get("rowsWritten"))
+    {
+        Some(Bson::Int64(n)) => *n as u64,
+        Some(Bson::Int32(n)) => *n as u64,
+        _ => 0,
+    }
+}
+
+/// MongoDB dies mid-export and comes back: the process stays up,
+/// `/heartbeat` keeps answering, and the export ends FINISHED with exactly
+/// the seeded rows, each once (the readers resume after their last key and
+/// confirm every end), or FAILED with a reason. Never a short FINISHED.
+async fn mongodb_dies_and_comes_back(moment: Moment) {
     if std::env::var("MONGODB_URI").is_ok_and(|u| !u.is_empty()) {
         println!("skipped: this test stops and restarts its own nx-27017; MONGODB_URI is set");
         return;
@@ -125,6 +192,7 @@ async fn mongodb_dies_mid_export_and_comes_back() {
             ("WORKER_CONCURRENCY", "1"),
             ("LEASE_SECS", "3"),
             ("S3_PART_SIZE_MIB", "5"),
+            ("RETRY_BACKOFF_SECS", "1"),
         ],
     );
     let mut serve = Proc::spawn("serve", &env, dir.path(), "serve");
@@ -147,27 +215,28 @@ async fn mongodb_dies_mid_export_and_comes_back() {
         .await
         .unwrap()
         .database(db_name);
-    // Mid-export: rows are flowing.
+    // Wait for the moment.
     let t0 = Instant::now();
-    loop {
+    let rows_at_kill = loop {
         let d = export_doc(&db, &id).await;
-        // Int32 or Int64: the stand-in does not keep the width.
-        let rows = match d
-            .get_document("progress")
-            .ok()
-            .and_then(|p| p.get("rowsWritten"))
-        {
-            Some(Bson::Int64(n)) => *n,
-            Some(Bson::Int32(n)) => *n as i64,
-            _ => 0,
+        let rows = rows_written(&d);
+        let running = d.get_str("status") == Ok("TRIGGERED");
+        let now = match moment {
+            Moment::FirstBatch => running,
+            Moment::MidStream => running && rows > 0 && rows < ENTRIES / 2,
+            Moment::LastMarket => running && rows > ENTRIES * 3 / 4,
         };
-        if d.get_str("status") == Ok("TRIGGERED") && rows > 0 {
-            break;
+        if now {
+            break rows;
         }
-        assert_ne!(d.get_str("status"), Ok("FINISHED"), "finished too soon");
-        assert!(t0.elapsed() < Duration::from_secs(90), "never ran: {d}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        assert_ne!(
+            d.get_str("status"),
+            Ok("FINISHED"),
+            "finished before the moment {moment:?}"
+        );
+        assert!(t0.elapsed() < Duration::from_secs(120), "never ran: {d}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
 
     nx.kill9();
     // Down for longer than the lease: heartbeats answer all along.
@@ -199,29 +268,37 @@ async fn mongodb_dies_mid_export_and_comes_back() {
         }
         assert!(serve.exited().is_none(), "the process died");
         assert!(
-            t0.elapsed() < Duration::from_secs(150),
+            t0.elapsed() < Duration::from_secs(180),
             "export never ended after MongoDB came back"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     match v["status"].as_str().unwrap() {
         "FINISHED" => {
-            let count = v["count"].as_u64().unwrap();
             let body = app.download(v["path"].as_str().unwrap()).await;
-            // The object always holds exactly the rows it claims.
-            assert_eq!(common::procs::csv_records(&body) as u64, count + 1, "{v}");
-            if count != ENTRIES {
-                // nx-27017 answers a getMore on a cursor it lost in the
-                // restart with an empty last batch; MongoDB answers
-                // CursorNotFound, which fails the attempt and retries it.
-                // A short count is accepted only where that quirk is
-                // present, and reported loudly (README: stand-in quirks).
-                assert!(
-                    unknown_cursor_ends_quietly(&nx.uri(), db_name).await,
-                    "short export ({count} of {ENTRIES}) on a server that reports lost cursors: {v}"
-                );
-                eprintln!("WARNING: export finished with {count} of {ENTRIES} rows: the stand-in ended a cursor lost in its restart without an error (nx-27017 quirk): {v}");
-            }
+            // Exactly the seeded entries, each once.
+            assert_eq!(v["count"].as_u64(), Some(ENTRIES), "{v}");
+            let ids = first_column(&body, b'\t').await;
+            assert_eq!(ids.len() as u64, ENTRIES, "rows in the file");
+            let unique: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+            assert_eq!(unique.len(), ids.len(), "a row was written twice");
+            let seeded: std::collections::HashSet<String> = db
+                .collection::<Document>("entries")
+                .distinct("_id.user_id", doc! { "_id.campaign_id": cid })
+                .await
+                .unwrap()
+                .iter()
+                .map(|b| match b {
+                    Bson::String(s) => s.clone(),
+                    Bson::ObjectId(o) => o.to_hex(),
+                    other => other.to_string(),
+                })
+                .collect();
+            assert_eq!(seeded.len() as u64, ENTRIES);
+            assert!(
+                unique.iter().all(|i| seeded.contains(*i)),
+                "a row that is not an entry"
+            );
         }
         "FAILED" => {
             let m = v["error"]["message"].as_str().unwrap_or("");
@@ -238,9 +315,18 @@ async fn mongodb_dies_mid_export_and_comes_back() {
         "no pool-cleared warning logged:\n{}",
         serve.stdout_text()
     );
+    let resumes = serve
+        .log_lines()
+        .iter()
+        .filter(|l| {
+            l["message"] == "reading failed; resuming after the last key"
+                || l["message"]
+                    == "a cursor ended before its last document; reading on after the last key"
+        })
+        .count();
     let attempts = export_doc(&db, &id).await.get_i32("attempts").unwrap();
     println!(
-        "MongoDB down {:?} ({beats} heartbeats answered 200); export {} after {attempts} attempt(s)",
+        "{moment:?}: killed at {rows_at_kill} rows, MongoDB down {:?} ({beats} heartbeats answered 200); export {} after {attempts} attempt(s), {resumes} read resume(s)",
         Duration::from_secs(5),
         v["status"]
     );
@@ -348,29 +434,4 @@ async fn assume_role_denied_fails_naming_the_role() {
     assert_eq!(app.open_uploads(&sfmc).await, 0);
     app.stop().await;
     seed_app.stop().await;
-}
-
-/// Whether the server answers a `getMore` on an unknown cursor with an
-/// empty last batch (nx-27017) rather than `CursorNotFound` (MongoDB). A
-/// fresh client: pooled connections from before the restart are dead, and
-/// the first command on one fails with an I/O error.
-async fn unknown_cursor_ends_quietly(uri: &str, db_name: &str) -> bool {
-    let client = mongodb::Client::with_uri_str(uri).await.unwrap();
-    let db = client.database(db_name);
-    for _ in 0..5 {
-        match db
-            .run_command(doc! { "getMore": 987_654_321_i64, "collection": "entries" })
-            .await
-        {
-            Ok(d) => {
-                return d.get_document("cursor").is_ok_and(|c| {
-                    c.get_i64("id").ok().or(c.get_i32("id").ok().map(i64::from)) == Some(0)
-                })
-            }
-            // CursorNotFound (43): the server reports lost cursors.
-            Err(e) if matches!(*e.kind, mongodb::error::ErrorKind::Command(_)) => return false,
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
-    false
 }

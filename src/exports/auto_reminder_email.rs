@@ -6,9 +6,11 @@
 
 use async_trait::async_trait;
 
-use super::reminder_email::count_selected;
-use super::sfmc::{plan_regions, prefix, region_reader, SfmcRows, SFMC_COLUMNS};
-use super::{ExportError, ExportType, FileFormat, Files, Shape, Source};
+use std::collections::HashSet;
+
+use super::reminder_email::{count_selected, default_region_meta};
+use super::sfmc::{defaulted, plan_regions, prefix, region_reader, SfmcRows, SFMC_COLUMNS};
+use super::{ExportError, ExportType, FileFormat, Files, Meta, Shape, Source};
 use crate::sink::DestKind;
 
 pub struct AutoReminderEmail;
@@ -42,29 +44,69 @@ impl ExportType for AutoReminderEmail {
         count_selected(src).await
     }
 
-    async fn write_files(&self, src: &Source, files: &mut dyn Files) -> Result<(), ExportError> {
+    async fn write_files(&self, src: &Source, files: &mut dyn Files) -> Result<Meta, ExportError> {
         let rows = SfmcRows::new(src);
         let artist = normalized_artist(&src.campaign.artist_name);
         let stamp = src.created.format("%Y%m%d%H%M");
-        for (region, locales) in plan_regions(src).await? {
-            let mut reader = region_reader(src, &locales, None).await?;
+        // Another export of this campaign in the same minute has the same
+        // keys: its objects are never overwritten (spec: exports.md, Object
+        // ownership). Stable across attempts: while this export is active
+        // no other of its campaign and type can start.
+        let taken = src
+            .store
+            .keys_named_by_exports(&src.campaign.id, self.name(), &src.export_id)
+            .await?;
+        let mut default_rows = 0u64;
+        for plan in plan_regions(src, src.sfmc_default_region).await? {
+            let mut reader = region_reader(src, &plan, None);
             let mut opened = false;
             while let Some(batch) = reader.next_batch().await? {
                 for s in &batch {
                     let cells = rows.cells(s)?;
                     if !opened {
-                        let key = format!(
-                            "{}_{artist}_{}_{stamp}.csv",
-                            prefix(region),
+                        let orig = format!(
+                            "{}_{artist}_{}_{stamp}",
+                            prefix(plan.region),
                             src.campaign.id
                         );
+                        let key = unique_key(&orig, &src.export_id, &taken);
                         files.next(&key).await?.header(&SFMC_COLUMNS).await?;
                         opened = true;
                     }
+                    default_rows += u64::from(defaulted(s, src.campaign.is_lnaa));
                     files.current()?.row(&cells).await?;
                 }
             }
         }
-        Ok(())
+        Ok(default_region_meta(default_rows))
+    }
+}
+
+/// The original's key (`{orig}.csv`), or, when another export's record
+/// already names it, the same with this export's id (`{orig}_{id}.csv`).
+fn unique_key(orig: &str, export_id: &str, taken: &HashSet<String>) -> String {
+    let key = format!("{orig}.csv");
+    if taken.contains(&key) {
+        format!("{orig}_{export_id}.csv")
+    } else {
+        key
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_another_export_names_gets_this_exports_id() {
+        let taken: HashSet<String> = ["p_A_c1_202601010000.csv".to_string()].into();
+        assert_eq!(
+            unique_key("p_A_c1_202601010000", "e2", &taken),
+            "p_A_c1_202601010000_e2.csv"
+        );
+        assert_eq!(
+            unique_key("p_A_c1_202601010001", "e2", &taken),
+            "p_A_c1_202601010001.csv"
+        );
     }
 }

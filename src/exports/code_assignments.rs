@@ -8,15 +8,13 @@
 use std::borrow::Cow;
 
 use async_trait::async_trait;
-use mongodb::bson::{doc, Document};
 
-use super::codes::codes_filter;
+use super::codes::{assigned, codes_filter, codes_reader};
 use super::entry_rows::Markets;
-use super::raw::{next_batch, text_at, BATCH};
+use super::raw::text_at;
 use super::scoring_rows::entries_by_user;
-use super::{ExportError, ExportType, FileFormat, Source};
+use super::{ExportError, ExportType, FileFormat, Meta, Source};
 use crate::encode::CsvOut;
-use crate::store::StoreError;
 
 pub struct CodeAssignments;
 
@@ -28,10 +26,6 @@ const COLUMNS: [&str; 6] = [
     "market",
     "Event_ID",
 ];
-
-fn assigned() -> Document {
-    doc! { "assignedTo": { "$exists": true, "$nin": [null, ""] } }
-}
 
 #[async_trait]
 impl ExportType for CodeAssignments {
@@ -56,21 +50,14 @@ impl ExportType for CodeAssignments {
         ))
     }
 
-    async fn write(&self, src: &Source, out: &mut CsvOut) -> Result<(), ExportError> {
+    async fn write(&self, src: &Source, out: &mut CsvOut) -> Result<Meta, ExportError> {
         out.header(&COLUMNS).await?;
         let markets = Markets::new(&src.markets);
-        let mut cur = src
-            .store
-            .raw("codes")
-            .find(codes_filter(&src.campaign.id, assigned()))
-            .sort(doc! { "code": 1 })
-            .batch_size(BATCH as u32)
-            .await
-            .map_err(StoreError)?;
+        let mut reader = codes_reader(src, codes_filter(&src.campaign.id, assigned()));
         loop {
-            let batch = next_batch(&mut cur).await?;
+            let batch = reader.next_batch().await?;
             if batch.is_empty() {
-                return Ok(());
+                return Ok(Meta::new());
             }
             let ids: Vec<String> = batch
                 .iter()

@@ -10,17 +10,16 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use futures::TryStreamExt;
 use mongodb::bson::{doc, oid::ObjectId, Bson, Document, RawDocumentBuf};
 
-use super::codes::codes_filter;
+use super::codes::{assigned, codes_filter, codes_reader};
 use super::entry_rows::{users_by_id, Person};
-use super::raw::{next_batch, text_at, BATCH};
-use super::scoring_rows::{entries_by_user, scoring_filter};
-use super::{ExportError, ExportType, FileFormat, KeyParts, Source};
+use super::raw::text_at;
+use super::scoring_rows::{entries_by_user, SCORING_KEY};
+use super::{ExportError, ExportType, FileFormat, KeyParts, Meta, Source};
 use crate::encode::CsvOut;
 use crate::sink::DestKind;
-use crate::store::{id_forms, Store, StoreError};
+use crate::store::{id_forms, id_match, lookup, Store, StoreError};
 
 pub struct CodeWaves;
 
@@ -34,13 +33,9 @@ fn wave_filter(src: &Source) -> Document {
     if let Ok(n) = key.parse::<i64>() {
         forms.push(Bson::Int64(n));
     }
-    codes_filter(
-        &src.campaign.id,
-        doc! {
-            "waveDateKey": { "$in": forms },
-            "assignedTo": { "$exists": true, "$nin": [null, ""] },
-        },
-    )
+    let mut extra = doc! { "waveDateKey": { "$in": forms } };
+    extra.extend(assigned());
+    codes_filter(&src.campaign.id, extra)
 }
 
 /// The campaign's scoring documents of these users, by user id text
@@ -50,20 +45,16 @@ async fn scoring_by_user(
     campaign_id: &str,
     user_ids: &[String],
 ) -> Result<HashMap<String, RawDocumentBuf>, StoreError> {
-    let forms: Vec<Bson> = user_ids.iter().flat_map(|i| id_forms(i)).collect();
-    let mut out = HashMap::with_capacity(user_ids.len());
-    let mut cur = store
-        .raw("scoring")
-        .find(scoring_filter(
-            campaign_id,
-            doc! { "userId": { "$in": forms } },
-        ))
-        .batch_size(BATCH as u32)
-        .await?;
-    while let Some(s) = cur.try_next().await? {
-        out.insert(text_at(&s, &["userId"]).into_owned(), s);
-    }
-    Ok(out)
+    lookup(
+        store,
+        "scoring",
+        &doc! { "campaignId": id_match(campaign_id) },
+        SCORING_KEY,
+        user_ids,
+        id_forms,
+        None,
+    )
+    .await
 }
 
 #[async_trait]
@@ -94,20 +85,13 @@ impl ExportType for CodeWaves {
         Ok(Some(src.store.count("codes", wave_filter(src)).await?))
     }
 
-    async fn write(&self, src: &Source, out: &mut CsvOut) -> Result<(), ExportError> {
+    async fn write(&self, src: &Source, out: &mut CsvOut) -> Result<Meta, ExportError> {
         out.header(&COLUMNS).await?;
-        let mut cur = src
-            .store
-            .raw("codes")
-            .find(wave_filter(src))
-            .sort(doc! { "code": 1 })
-            .batch_size(BATCH as u32)
-            .await
-            .map_err(StoreError)?;
+        let mut reader = codes_reader(src, wave_filter(src));
         loop {
-            let batch = next_batch(&mut cur).await?;
+            let batch = reader.next_batch().await?;
             if batch.is_empty() {
-                return Ok(());
+                return Ok(Meta::new());
             }
             let ids: Vec<String> = batch
                 .iter()
@@ -115,11 +99,11 @@ impl ExportType for CodeWaves {
                 .collect();
             let scoring = scoring_by_user(&src.store, &src.campaign.id, &ids).await?;
             let entries = entries_by_user(&src.store, &src.campaign.id, &ids).await?;
-            let oids: Vec<ObjectId> = ids
+            let oids: Vec<String> = ids
                 .iter()
-                .filter_map(|i| ObjectId::parse_str(i).ok())
+                .filter_map(|i| ObjectId::parse_str(i).ok().map(|o| o.to_hex()))
                 .collect();
-            let users = users_by_id(&src.store, oids).await?;
+            let users = users_by_id(&src.store, &oids).await?;
             for (c, id) in batch.iter().zip(&ids) {
                 let s = scoring.get(id);
                 let field =
@@ -128,7 +112,7 @@ impl ExportType for CodeWaves {
                     entries.get(id).map(|e| &**e),
                     ObjectId::parse_str(id)
                         .ok()
-                        .and_then(|o| users.get(&o))
+                        .and_then(|o| users.get(&o.to_hex()))
                         .map(|u| &**u),
                 );
                 let mut locale = field("locale");

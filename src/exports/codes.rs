@@ -1,15 +1,14 @@
-//! `codes`: the campaign's codes (`codes {campaignId}`, in code order) as
-//! `code, assignedTo, assignedAt, status` (orig usage doc). `.csv`,
-//! EXPORTS_BUCKET, then published to TMOL_BUCKET when configured.
+//! `codes`: the campaign's codes (`codes {campaignId, code}`, in code
+//! order) as `code, assignedTo, assignedAt, status` (orig usage doc).
+//! `.csv`, EXPORTS_BUCKET, then published to TMOL_BUCKET when configured.
 
 use async_trait::async_trait;
-use futures::TryStreamExt;
 use mongodb::bson::{doc, Document};
 
 use super::raw::text_at;
-use super::{ExportError, ExportType, FileFormat, Source};
+use super::{ExportError, ExportType, FileFormat, Meta, Source};
 use crate::encode::CsvOut;
-use crate::store::id_match;
+use crate::store::{id_match, Reader};
 
 pub struct Codes;
 
@@ -20,6 +19,17 @@ pub fn codes_filter(campaign_id: &str, extra: Document) -> Document {
     let mut f = doc! { "campaignId": id_match(campaign_id) };
     f.extend(extra);
     f
+}
+
+/// The code family's stream: codes matching `filter` in code order (a
+/// code need not be unique: the reader tells ties apart by `_id`).
+pub fn codes_reader(src: &Source, filter: Document) -> Reader {
+    Reader::new(&src.store, "codes", filter, "code")
+}
+
+/// Codes assigned to somebody.
+pub fn assigned() -> Document {
+    doc! { "assignedTo": { "$exists": true, "$nin": [null, ""] } }
 }
 
 #[async_trait]
@@ -45,25 +55,23 @@ impl ExportType for Codes {
         ))
     }
 
-    async fn write(&self, src: &Source, out: &mut CsvOut) -> Result<(), ExportError> {
+    async fn write(&self, src: &Source, out: &mut CsvOut) -> Result<Meta, ExportError> {
         out.header(&COLUMNS).await?;
-        let mut cur = src
-            .store
-            .raw("codes")
-            .find(codes_filter(&src.campaign.id, doc! {}))
-            .sort(doc! { "code": 1 })
-            .batch_size(1000)
-            .await
-            .map_err(crate::store::StoreError)?;
-        while let Some(c) = cur.try_next().await.map_err(crate::store::StoreError)? {
-            out.row(&[
-                text_at(&c, &["code"]),
-                text_at(&c, &["assignedTo"]),
-                text_at(&c, &["assignedAt"]),
-                text_at(&c, &["status"]),
-            ])
-            .await?;
+        let mut reader = codes_reader(src, codes_filter(&src.campaign.id, doc! {}));
+        loop {
+            let batch = reader.next_batch().await?;
+            if batch.is_empty() {
+                return Ok(Meta::new());
+            }
+            for c in &batch {
+                out.row(&[
+                    text_at(c, &["code"]),
+                    text_at(c, &["assignedTo"]),
+                    text_at(c, &["assignedAt"]),
+                    text_at(c, &["status"]),
+                ])
+                .await?;
+            }
         }
-        Ok(())
     }
 }

@@ -12,7 +12,7 @@ use super::entry_rows::{
     SELECT_SHOW,
 };
 use super::raw::pick_into;
-use super::{ExportError, ExportType, FileFormat, Source};
+use super::{ExportError, ExportType, FileFormat, Meta, Source};
 use crate::encode::CsvOut;
 use crate::store::id_match;
 
@@ -37,7 +37,7 @@ impl ExportType for Entries {
         Ok(Some(count_entries(src, doc! {}).await?))
     }
 
-    async fn write(&self, src: &Source, out: &mut CsvOut) -> Result<(), ExportError> {
+    async fn write(&self, src: &Source, out: &mut CsvOut) -> Result<Meta, ExportError> {
         let prefs = &src.campaign.preferences;
         let mut header: Vec<String> = ENTRY_COLUMNS.iter().map(|c| c.to_string()).collect();
         header.extend(prefs.iter().map(|p| format!("#{}.{}", p.kind, p.id)));
@@ -73,7 +73,7 @@ impl ExportType for Entries {
                 }
             }
         }
-        Ok(())
+        Ok(Meta::new())
     }
 }
 

@@ -5,13 +5,11 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use futures::TryStreamExt;
-use mongodb::bson::{doc, oid::ObjectId, Document, RawBsonRef, RawDocument, RawDocumentBuf};
-use mongodb::Cursor;
+use mongodb::bson::{doc, oid::ObjectId, Bson, Document, RawDocument, RawDocumentBuf};
 
-use super::raw::{doc_of, get, next_batch, or_else, pick, set, text, BATCH};
+use super::raw::{array_of, doc_of, get, or_else, pick, set, text, Value};
 use super::Source;
-use crate::store::{id_match, Campaign, Market, Store, StoreError};
+use crate::store::{id_match, lookup, Campaign, Market, Reader, Store, StoreError};
 
 /// The entry-row header (spec: exports.md "Entry row", order exact).
 pub const ENTRY_COLUMNS: [&str; 17] = [
@@ -119,12 +117,16 @@ pub struct Batch {
     pub items: Vec<Joined>,
 }
 
+/// The entry key every entry-family reader streams in: unique within a
+/// campaign (an entry's `_id` is `{campaign_id, user_id}`).
+pub const ENTRY_KEY: &str = "_id.user_id";
+
 /// Streams the campaign's entries market by market, joined to users.
 pub struct EntryReader<'s> {
     src: &'s Source,
     extra: Document,
     market: usize,
-    cursor: Option<Cursor<RawDocumentBuf>>,
+    reader: Option<Reader>,
 }
 
 impl<'s> EntryReader<'s> {
@@ -134,12 +136,12 @@ impl<'s> EntryReader<'s> {
             src,
             extra,
             market: 0,
-            cursor: None,
+            reader: None,
         }
     }
 
     /// The filter for one market (index `{_id.campaign_id, fields.market,
-    /// _id.user_id}`: equality prefix, sort from the index).
+    /// _id.user_id}`: equality prefix, then the key's order).
     pub fn filter(campaign_id: &str, market_id: &str, extra: &Document) -> Document {
         let mut f = doc! {
             "_id.campaign_id": id_match(campaign_id),
@@ -151,25 +153,16 @@ impl<'s> EntryReader<'s> {
 
     pub async fn next_batch(&mut self) -> Result<Option<Batch>, StoreError> {
         loop {
-            if self.cursor.is_none() {
-                let Some(m) = self.src.markets.get(self.market) else {
-                    return Ok(None);
-                };
+            let Some(m) = self.src.markets.get(self.market) else {
+                return Ok(None);
+            };
+            let reader = self.reader.get_or_insert_with(|| {
                 let filter = Self::filter(&self.src.campaign.id, &m.id, &self.extra);
-                let cursor = self
-                    .src
-                    .store
-                    .raw("entries")
-                    .find(filter)
-                    .sort(doc! { "_id.user_id": 1 })
-                    .batch_size(BATCH as u32)
-                    .await?;
-                self.cursor = Some(cursor);
-            }
-            let cursor = self.cursor.as_mut().expect("cursor set above");
-            let entries = next_batch(cursor).await?;
+                Reader::new(&self.src.store, "entries", filter, ENTRY_KEY)
+            });
+            let entries = reader.next_batch().await?;
             if entries.is_empty() {
-                self.cursor = None;
+                self.reader = None;
                 self.market += 1;
                 continue;
             }
@@ -182,45 +175,50 @@ impl<'s> EntryReader<'s> {
     }
 }
 
-/// One `users` lookup for a batch of entries. A free function: the reader
-/// holds a cursor, which is not `Sync`, so no `&self` across an await.
+/// One `users` lookup for a batch of entries.
 pub async fn join_users(
     store: &Store,
     entries: Vec<RawDocumentBuf>,
 ) -> Result<Vec<Joined>, StoreError> {
-    let ids: Vec<ObjectId> = entries.iter().filter_map(|e| user_oid(e)).collect();
-    let mut users = users_by_id(store, ids).await?;
+    let ids: Vec<String> = entries
+        .iter()
+        .filter_map(|e| user_oid(e).map(|o| o.to_hex()))
+        .collect();
+    let mut users = users_by_id(store, &ids).await?;
     Ok(entries
         .into_iter()
         .map(|entry| {
-            let user = user_oid(&entry).and_then(|o| users.remove(&o));
+            // One entry per user per campaign: each user is taken once.
+            let user = user_oid(&entry).and_then(|o| users.remove(&o.to_hex()));
             Joined { entry, user }
         })
         .collect())
 }
 
-/// One `users` query for a batch of ids (the `_id` index).
+/// The users of these ids (ObjectId hex), by id: one `_id` lookup.
 pub async fn users_by_id(
     store: &Store,
-    ids: Vec<ObjectId>,
-) -> Result<HashMap<ObjectId, RawDocumentBuf>, StoreError> {
-    let mut users: HashMap<ObjectId, RawDocumentBuf> = HashMap::with_capacity(ids.len());
-    if !ids.is_empty() {
-        let mut cur = store
-            .raw("users")
-            .find(doc! { "_id": { "$in": ids } })
-            // Top-level projection: a dotted one is right on MongoDB too, but
-            // the nx-27017 stand-in returns it as one flattened key.
-            .projection(doc! { "integrations": 1 })
-            .batch_size(BATCH as u32)
-            .await?;
-        while let Some(u) = cur.try_next().await? {
-            if let Ok(oid) = u.get_object_id("_id") {
-                users.insert(oid, u);
-            }
-        }
+    ids: &[String],
+) -> Result<HashMap<String, RawDocumentBuf>, StoreError> {
+    fn oid_form(id: &str) -> Vec<Bson> {
+        ObjectId::parse_str(id)
+            .map(Bson::ObjectId)
+            .into_iter()
+            .collect()
     }
-    Ok(users)
+    // Top-level projection: a dotted one is right on MongoDB too, but the
+    // nx-27017 stand-in returns it as one flattened key.
+    let projection = doc! { "integrations": 1 };
+    lookup(
+        store,
+        "users",
+        &doc! {},
+        "_id",
+        ids,
+        oid_form,
+        Some(&projection),
+    )
+    .await
 }
 
 /// The entry's user id as an ObjectId (stored as a string or an ObjectId).
@@ -229,10 +227,10 @@ pub fn user_oid(entry: &RawDocument) -> Option<ObjectId> {
 }
 
 /// A user id value as an ObjectId (stored as a string or an ObjectId).
-pub fn oid_of(v: RawBsonRef<'_>) -> Option<ObjectId> {
+pub fn oid_of(v: Value<'_>) -> Option<ObjectId> {
     match v {
-        RawBsonRef::ObjectId(o) => Some(o),
-        RawBsonRef::String(s) => ObjectId::parse_str(s).ok(),
+        Value::Bson(mongodb::bson::RawBsonRef::ObjectId(o)) => Some(o),
+        Value::Bson(mongodb::bson::RawBsonRef::String(s)) => ObjectId::parse_str(s).ok(),
         _ => None,
     }
 }
@@ -242,16 +240,16 @@ pub fn oid_of(v: RawBsonRef<'_>) -> Option<ObjectId> {
 /// pass per sub-document ([`pick`]); each accessor is then a lookup-free
 /// choice between the picked values.
 pub struct Person<'a> {
-    user_id: Option<RawBsonRef<'a>>,
-    created: Option<RawBsonRef<'a>>,
-    phone_confirmed: Option<RawBsonRef<'a>>,
-    ip_address: Option<RawBsonRef<'a>>,
-    ip_postal_code: Option<RawBsonRef<'a>>,
-    locale: Option<RawBsonRef<'a>>,
-    email: Option<RawBsonRef<'a>>,
-    first_name: Option<RawBsonRef<'a>>,
-    last_name: Option<RawBsonRef<'a>>,
-    phone: Option<RawBsonRef<'a>>,
+    user_id: Option<Value<'a>>,
+    created: Option<Value<'a>>,
+    phone_confirmed: Option<Value<'a>>,
+    ip_address: Option<Value<'a>>,
+    ip_postal_code: Option<Value<'a>>,
+    locale: Option<Value<'a>>,
+    email: Option<Value<'a>>,
+    first_name: Option<Value<'a>>,
+    last_name: Option<Value<'a>>,
+    phone: Option<Value<'a>>,
     /// The entry's `fields` (preferences, additional markets).
     pub fields: Option<&'a RawDocument>,
     tm: Ticketmaster<'a>,
@@ -259,14 +257,14 @@ pub struct Person<'a> {
 
 /// The user's `integrations.ticketmaster` values.
 struct Ticketmaster<'a> {
-    id: Option<RawBsonRef<'a>>,
-    global_user_id: Option<RawBsonRef<'a>>,
-    member_id: Option<RawBsonRef<'a>>,
-    email: Option<RawBsonRef<'a>>,
-    phone: Option<RawBsonRef<'a>>,
-    postal_code: Option<RawBsonRef<'a>>,
-    first: Option<RawBsonRef<'a>>,
-    last: Option<RawBsonRef<'a>>,
+    id: Option<Value<'a>>,
+    global_user_id: Option<Value<'a>>,
+    member_id: Option<Value<'a>>,
+    email: Option<Value<'a>>,
+    phone: Option<Value<'a>>,
+    postal_code: Option<Value<'a>>,
+    first: Option<Value<'a>>,
+    last: Option<Value<'a>>,
 }
 
 impl<'a> Ticketmaster<'a> {
@@ -383,10 +381,10 @@ impl<'a> Person<'a> {
 
 /// Ids in the entry's `fields.additionalMarkets`.
 pub fn additional_markets(entry: &RawDocument) -> Vec<Cow<'_, str>> {
-    match get(entry, &["fields", "additionalMarkets"]) {
-        Some(RawBsonRef::Array(a)) => a.into_iter().flatten().map(|v| text(Some(v))).collect(),
-        _ => Vec::new(),
-    }
+    array_of(get(entry, &["fields", "additionalMarkets"]))
+        .into_iter()
+        .map(|v| text(Some(v)))
+        .collect()
 }
 
 /// Column indexes of the entry row used by the narrower types.
@@ -410,9 +408,9 @@ pub fn entry_cells<'a>(
 
 /// A preference cell from the picked value of `fields[pref.id]`: `false`
 /// when missing.
-pub fn preference_cell(v: Option<RawBsonRef<'_>>) -> Cow<'_, str> {
+pub fn preference_cell(v: Option<Value<'_>>) -> Cow<'_, str> {
     match v {
-        None | Some(RawBsonRef::Null) => Cow::Borrowed("false"),
+        None | Some(Value::Bson(mongodb::bson::RawBsonRef::Null)) => Cow::Borrowed("false"),
         v => text(v),
     }
 }
@@ -479,4 +477,56 @@ pub async fn write_opt_ins(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mongodb::bson::DateTime;
+
+    /// A raw document whose `marker` string bytes are replaced by the same
+    /// number of bytes that are not UTF-8 (no BSON library writes those).
+    fn with_bad_bytes(d: &Document, marker: &str, bad: &[u8]) -> RawDocumentBuf {
+        assert_eq!(marker.len(), bad.len());
+        let mut bytes = RawDocumentBuf::from_document(d).unwrap().into_bytes();
+        let at = bytes
+            .windows(marker.len())
+            .position(|w| w == marker.as_bytes())
+            .unwrap();
+        bytes[at..at + bad.len()].copy_from_slice(bad);
+        RawDocumentBuf::from_bytes(bytes).unwrap()
+    }
+
+    #[test]
+    fn a_string_that_is_not_utf8_gets_u_fffd_in_its_own_cell_only() {
+        let entry = doc! {
+            "_id": { "campaign_id": "c1", "user_id": "65f000000000000000000001" },
+            // The bad field comes before the others: they must still be read.
+            "fields": { "email": "an~~@x.io", "first_name": "Ann", "phone": "+1555" },
+            "origin": { "ip": { "address": "10.0.0.1", "postalCode": "10001" } },
+            "locale": "en-us",
+            "date": { "created": DateTime::from_millis(0) },
+        };
+        let entry = with_bad_bytes(&entry, "an~~@x.io", b"an\xff\xfe@x.io");
+        // The user has an email: it must not stand in for the entry's.
+        let user = RawDocumentBuf::from_document(&doc! {
+            "integrations": { "ticketmaster": { "email": "user@x.io", "id": "tm1" } }
+        })
+        .unwrap();
+        let campaign = Campaign {
+            id: "c1".into(),
+            name: "Tour".into(),
+            ..Default::default()
+        };
+        let market = MarketView::unknown();
+        let cells = entry_cells(&campaign, &market, &entry, Some(&user));
+        assert_eq!(cells[EMAIL], "an\u{fffd}\u{fffd}@x.io");
+        assert_eq!(cells[FIRST_NAME], "Ann");
+        assert_eq!(cells[MOBILE_PHONE], "+1555");
+        assert_eq!(cells[ZIP_CODE], "10001");
+        assert_eq!(cells[LOCALE], "en-us");
+        assert_eq!(cells[0], "65f000000000000000000001");
+        assert_eq!(cells[3], "tm1");
+        assert_eq!(cells[ENTRY_DATE], "1970-01-01T00:00:00.000Z");
+    }
 }

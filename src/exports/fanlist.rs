@@ -8,15 +8,14 @@
 //! pass: memory is one batch and one group, never the campaign.
 
 use async_trait::async_trait;
-use futures::TryStreamExt;
 use mongodb::bson::{doc, RawDocumentBuf};
 
 use super::entries::count_entries;
-use super::entry_rows::{additional_markets, join_users, Joined, Markets, Person};
-use super::raw::{text_at, BATCH};
-use super::{ExportError, ExportType, FileFormat, Source};
+use super::entry_rows::{additional_markets, join_users, Joined, Markets, Person, ENTRY_KEY};
+use super::raw::text_at;
+use super::{ExportError, ExportType, FileFormat, Meta, Source};
 use crate::encode::CsvOut;
-use crate::store::{id_match, StoreError};
+use crate::store::{id_match, Reader};
 
 pub struct Fanlist;
 
@@ -91,26 +90,18 @@ impl ExportType for Fanlist {
         Ok(Some(count_entries(src, doc! {}).await?))
     }
 
-    async fn write(&self, src: &Source, out: &mut CsvOut) -> Result<(), ExportError> {
+    async fn write(&self, src: &Source, out: &mut CsvOut) -> Result<Meta, ExportError> {
         out.header(&COLUMNS).await?;
         let markets = Markets::new(&src.markets);
-        let mut cur = src
-            .store
-            .raw("entries")
-            .find(doc! { "_id.campaign_id": id_match(&src.campaign.id) })
-            .sort(doc! { "_id.user_id": 1 })
-            .batch_size(BATCH as u32)
-            .await
-            .map_err(StoreError)?;
+        let mut reader = Reader::new(
+            &src.store,
+            "entries",
+            doc! { "_id.campaign_id": id_match(&src.campaign.id) },
+            ENTRY_KEY,
+        );
         let mut group: Option<Group> = None;
         loop {
-            let mut entries = Vec::with_capacity(BATCH);
-            while entries.len() < BATCH {
-                match cur.try_next().await.map_err(StoreError)? {
-                    Some(e) => entries.push(e),
-                    None => break,
-                }
-            }
+            let entries = reader.next_batch().await?;
             if entries.is_empty() {
                 break;
             }
@@ -138,6 +129,6 @@ impl ExportType for Fanlist {
         if let Some(done) = group.take() {
             done.write(out, &markets).await?;
         }
-        Ok(())
+        Ok(Meta::new())
     }
 }

@@ -5,7 +5,7 @@ use mongodb::bson::doc;
 
 use super::entries::count_entries;
 use super::entry_rows::{write_opt_ins, OPT_IN_COLUMNS};
-use super::{ExportError, ExportType, FileFormat, Source};
+use super::{ExportError, ExportType, FileFormat, Meta, Source};
 use crate::encode::CsvOut;
 
 pub struct LivenationOptIn;
@@ -31,7 +31,8 @@ impl ExportType for LivenationOptIn {
         ))
     }
 
-    async fn write(&self, src: &Source, out: &mut CsvOut) -> Result<(), ExportError> {
-        write_opt_ins(src, doc! { "fields.allowLiveNation": true }, out, false).await
+    async fn write(&self, src: &Source, out: &mut CsvOut) -> Result<Meta, ExportError> {
+        write_opt_ins(src, doc! { "fields.allowLiveNation": true }, out, false).await?;
+        Ok(Meta::new())
     }
 }

@@ -31,11 +31,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use mongodb::bson::Bson;
+use mongodb::bson::{Bson, Document};
 
 use crate::encode::CsvOut;
 use crate::error::{ApiError, Code};
-use crate::sink::{DestKind, SinkError, Sinks};
+use crate::sink::{DestKind, RemoteClass, SinkError, Sinks, Uploaded};
 use crate::store::{Campaign, Market, Store, StoreError};
 
 /// How a type's output is laid out.
@@ -102,6 +102,8 @@ pub struct Source {
     pub max_rows_per_file: u64,
     /// S3 access for inputs (the `waitlist` wave files).
     pub sinks: Sinks,
+    /// SFMC region of the rows whose locale has none (`SFMC_DEFAULT_REGION`).
+    pub sfmc_default_region: &'static str,
 }
 
 impl Source {
@@ -128,8 +130,10 @@ pub enum Shape {
     Objects,
 }
 
-/// Why an export failed. `retryable` failures hand the export back to the
-/// queue (up to MAX_ATTEMPTS); the others fail it at once.
+/// Why an export failed. [`ExportError::retryable`] failures hand the
+/// export back to the queue with a backoff (up to MAX_ATTEMPTS); the others
+/// fail it at once with a named `error.payload.code` (spec: exports.md,
+/// Failures).
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     #[error("database: {0}")]
@@ -146,7 +150,19 @@ pub enum ExportError {
         message: String,
         payload: Option<Bson>,
     },
-    /// The export's lease was lost (expired or reclaimed): stop quietly.
+    /// The export's object is complete in its bucket but its TMOL copy
+    /// failed: permanent, and the object is recorded on the export (CCPA
+    /// finds it there).
+    #[error("publishing to TMOL_BUCKET failed: {cause}")]
+    Published {
+        cause: Box<ExportError>,
+        main: Box<Uploaded>,
+    },
+    /// The export's code panicked: a bug, never retried.
+    #[error("internal error: {0}")]
+    Panicked(String),
+    /// The export's lease was lost (expired, reclaimed, cancelled): stop
+    /// quietly.
     #[error("lease lost")]
     LeaseLost,
     /// The process is shutting down: hand the export back.
@@ -164,16 +180,84 @@ impl ExportError {
         }
     }
 
+    /// May a later attempt succeed? The database or the network was
+    /// unavailable, S3 answered 5xx or throttled, a stream broke.
     pub fn retryable(&self) -> bool {
         match self {
-            ExportError::Store(_) | ExportError::Io(_) | ExportError::Csv(_) => true,
+            ExportError::Store(e) => e.is_transient(),
             ExportError::Sink(SinkError::NotConfigured(_)) => false,
-            ExportError::Sink(_) => true,
-            ExportError::Data { .. } => false,
-            ExportError::LeaseLost | ExportError::Drained => false,
+            ExportError::Sink(e) => {
+                !matches!(e.class(), Some(RemoteClass::Denied | RemoteClass::Missing))
+            }
+            ExportError::Io(_) | ExportError::Csv(_) => true,
+            ExportError::Data { .. }
+            | ExportError::Published { .. }
+            | ExportError::Panicked(_)
+            | ExportError::LeaseLost
+            | ExportError::Drained => false,
         }
     }
+
+    /// `error.payload` of a failed export: the named code and what it is
+    /// about (bucket, role, market; never personal data).
+    pub fn payload(&self) -> Document {
+        let mut p = Document::new();
+        let code = match self {
+            ExportError::Data { payload, .. } => {
+                if let Some(Bson::Document(d)) = payload {
+                    p.extend(d.clone());
+                }
+                return p;
+            }
+            ExportError::Published { cause, main } => {
+                p = cause.payload();
+                p.insert(
+                    "object",
+                    mongodb::bson::doc! {
+                        "bucket": main.bucket.clone().unwrap_or_default(),
+                        "key": main.key.clone(),
+                    },
+                );
+                if !p.contains_key("code") {
+                    p.insert("code", Code::PublishFailed.as_str());
+                }
+                return p;
+            }
+            ExportError::Store(StoreError::Incomplete(_)) => {
+                Some(crate::store::reader::READ_INCOMPLETE)
+            }
+            ExportError::Store(e) if !e.is_transient() => Some(Code::DatabaseError.as_str()),
+            ExportError::Sink(SinkError::NotConfigured(_)) => {
+                Some(Code::DestinationNotConfigured.as_str())
+            }
+            ExportError::Sink(SinkError::Remote(r)) => {
+                if let Some(b) = &r.bucket {
+                    p.insert("bucket", b);
+                }
+                if let Some(role) = &r.role {
+                    p.insert("role", role);
+                }
+                if let Some(c) = &r.code {
+                    p.insert("s3Code", c);
+                }
+                match r.class {
+                    RemoteClass::Denied => Some(Code::DestinationDenied.as_str()),
+                    RemoteClass::Missing => Some(Code::DestinationMissing.as_str()),
+                    _ => None,
+                }
+            }
+            ExportError::Panicked(_) => Some(Code::InternalError.as_str()),
+            _ => None,
+        };
+        if let Some(c) = code {
+            p.insert("code", c);
+        }
+        p
+    }
 }
+
+/// What a type adds to the export's `meta` (e.g. `defaultRegionRows`).
+pub type Meta = Document;
 
 /// One export type.
 #[async_trait]
@@ -223,13 +307,19 @@ pub trait ExportType: Send + Sync + 'static {
     /// The preliminary count (`progress.expectedRows`); `None` where the
     /// type disables it.
     async fn expected_rows(&self, src: &Source) -> Result<Option<u64>, ExportError>;
-    /// [`Shape::Csv`]: stream the rows into `out` (header included).
-    async fn write(&self, _src: &Source, _out: &mut CsvOut) -> Result<(), ExportError> {
+    /// [`Shape::Csv`]: stream the rows into `out` (header included);
+    /// returns what it adds to `meta`.
+    async fn write(&self, _src: &Source, _out: &mut CsvOut) -> Result<Meta, ExportError> {
         Err(wrong_shape(self.name()))
     }
     /// [`Shape::Zip`] and [`Shape::Objects`]: open each file in turn with
-    /// [`Files::next`] and stream its rows (header included).
-    async fn write_files(&self, _src: &Source, _files: &mut dyn Files) -> Result<(), ExportError> {
+    /// [`Files::next`] and stream its rows (header included); returns what
+    /// it adds to `meta`.
+    async fn write_files(
+        &self,
+        _src: &Source,
+        _files: &mut dyn Files,
+    ) -> Result<Meta, ExportError> {
         Err(wrong_shape(self.name()))
     }
 }

@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
 
-use super::{destination_name, ExportError, ExportType, Shape, Source};
+use super::{ExportError, ExportType, Shape, Source};
 use crate::encode::{maybe_gzip, CsvOut};
 use crate::sink::{BoxRead, BoxWrite, DestKind, ObjectSpec, SinkError, Sinks, Upload, Uploaded};
 
@@ -40,6 +40,12 @@ pub trait Outputs: Send + Sync {
     /// Called before each commit (the worker: is the lease still ours?).
     async fn before_commit(&self) -> Result<(), ExportError> {
         Ok(())
+    }
+    /// May a failed run still delete what it committed? Only while it
+    /// holds its lease: after that the export, and its keys, are another
+    /// attempt's (spec: exports.md, Object ownership).
+    async fn still_owner(&self) -> bool {
+        true
     }
     /// Resolves when the run must stop (lease lost, shutdown hand-back).
     async fn stopped(&self) -> ExportError {
@@ -66,19 +72,18 @@ impl Outputs for S3Outputs {
         dest: DestKind,
         spec: &ObjectSpec,
     ) -> Result<(BoxWrite, Upload), ExportError> {
-        let d = self.sinks.destination(dest).await?;
-        self.sinks.open_s3(&d, spec).await.map_err(|e| {
-            // A partner destination fails mostly on the assumed role: name it.
-            match (e, self.sinks.role_arn_for(dest)) {
-                (SinkError::Remote(m), Some(role)) => {
-                    ExportError::Sink(SinkError::Remote(format!(
-                        "{m} (writing {} with credentials of role {role})",
-                        destination_name(dest)
-                    )))
-                }
-                (e, _) => e.into(),
-            }
-        })
+        let role = self.sinks.role_arn_for(dest);
+        let d = self
+            .sinks
+            .destination(dest)
+            .await
+            .map_err(|e| e.with_role(role))?;
+        // A partner destination fails mostly on the assumed role: name it.
+        Ok(self
+            .sinks
+            .open_s3(&d, spec)
+            .await
+            .map_err(|e| e.with_role(role))?)
     }
     async fn read(&self, obj: &Uploaded) -> Result<BoxRead, ExportError> {
         let bucket = obj.bucket.as_deref().unwrap_or_default();
@@ -112,8 +117,12 @@ pub struct Produced {
     pub key: Bson,
     pub rows: u64,
     pub bytes: u64,
-    /// `files` (ZIP entries), `published` (TMOL copy).
-    pub meta: Option<Document>,
+    /// Hex SHA-256 of the single object (multi-object exports: per file in
+    /// `meta.files`).
+    pub sha256: Option<String>,
+    /// `files` (ZIP entries, or each object's key, digest and size),
+    /// `published` (TMOL copy), and what the type adds.
+    pub meta: Document,
 }
 
 /// The files of a ZIP or multi-object export, opened one at a time.
@@ -167,7 +176,15 @@ pub async fn produce(
 /// sink's own error is then the cause.
 fn cause_of(e: ExportError, sink: Option<SinkError>) -> ExportError {
     match (e, sink) {
-        (e @ (ExportError::LeaseLost | ExportError::Drained | ExportError::Data { .. }), _) => e,
+        (
+            e @ (ExportError::LeaseLost
+            | ExportError::Drained
+            | ExportError::Data { .. }
+            | ExportError::Store(_)
+            | ExportError::Panicked(_)
+            | ExportError::Published { .. }),
+            _,
+        ) => e,
         (_, Some(s)) => s.into(),
         (e, None) => e,
     }
@@ -196,26 +213,32 @@ async fn run(
                 fmt.delimiter,
                 ledger.progress.rows.clone(),
             );
-            ty.write(src, &mut out).await?;
+            let mut meta = ty.write(src, &mut out).await?;
             let rows = out.finish().await?;
             let main = ledger.commit(false).await?;
-            let mut meta = None;
             if ty.publish_to_tmol() && ledger.outputs.configured(DestKind::Tmol) {
                 let published = match publish_tmol(ledger, &main, src, ty.name(), gzip).await {
                     Ok(p) => p,
                     Err(e) => {
                         let cause = ledger.abort_open().await;
-                        return Err(publish_failed(cause_of(e, cause), &main));
+                        return Err(publish_failed(cause_of(e, cause), main));
                     }
                 };
-                meta = Some(doc! { "published": [
-                    { "bucket": published.bucket.clone().unwrap_or_default(), "key": published.key }
-                ] });
+                meta.insert(
+                    "published",
+                    vec![Bson::Document(doc! {
+                        "bucket": published.bucket.clone().unwrap_or_default(),
+                        "key": published.key,
+                        "sha256": published.sha256,
+                        "bytes": published.bytes as i64,
+                    })],
+                );
             }
             Ok(Produced {
                 key: Bson::String(main.key),
                 rows,
-                bytes: ledger.progress.bytes.load(Ordering::Relaxed),
+                bytes: main.bytes,
+                sha256: Some(main.sha256),
                 meta,
             })
         }
@@ -226,14 +249,16 @@ async fn run(
             };
             let w = ledger.open(dest, &spec, true).await?;
             let mut zip = ZipFiles::start(w, ledger.progress.rows.clone());
-            ty.write_files(src, &mut zip).await?;
+            let mut meta = ty.write_files(src, &mut zip).await?;
             let (names, rows) = zip.finish().await?;
             let main = ledger.commit(false).await?;
+            meta.insert("files", names);
             Ok(Produced {
                 key: Bson::String(main.key),
                 rows,
-                bytes: ledger.progress.bytes.load(Ordering::Relaxed),
-                meta: Some(doc! { "files": names }),
+                bytes: main.bytes,
+                sha256: Some(main.sha256),
+                meta,
             })
         }
         Shape::Objects => {
@@ -243,17 +268,35 @@ async fn run(
                 content_type: fmt.content_type(false),
                 delimiter: fmt.delimiter,
                 cur: None,
-                keys: Vec::new(),
-                rows: 0,
+                done: Vec::new(),
             };
-            ty.write_files(src, &mut objects).await?;
+            let mut meta = ty.write_files(src, &mut objects).await?;
             objects.close_current().await?;
-            let (keys, rows) = (objects.keys, objects.rows);
+            let done = std::mem::take(&mut objects.done);
+            let rows = done.iter().map(|(_, r)| r).sum();
+            let bytes = done.iter().map(|(o, _)| o.bytes).sum();
+            let keys = done
+                .iter()
+                .map(|(o, _)| Bson::String(o.key.clone()))
+                .collect();
+            let files: Vec<Bson> = done
+                .into_iter()
+                .map(|(o, rows)| {
+                    Bson::Document(doc! {
+                        "key": o.key,
+                        "sha256": o.sha256,
+                        "bytes": o.bytes as i64,
+                        "rows": rows as i64,
+                    })
+                })
+                .collect();
+            meta.insert("files", files);
             Ok(Produced {
-                key: Bson::Array(keys.into_iter().map(Bson::String).collect()),
+                key: Bson::Array(keys),
                 rows,
-                bytes: ledger.progress.bytes.load(Ordering::Relaxed),
-                meta: None,
+                bytes,
+                sha256: None,
+                meta,
             })
         }
     }
@@ -312,8 +355,17 @@ impl Ledger<'_> {
         }
     }
 
+    /// Abort the open object and delete the committed ones: only what this
+    /// attempt wrote, and only while it still holds its lease.
     async fn cleanup(&mut self) -> Option<SinkError> {
         let cause = self.abort_open().await;
+        if !self.done.is_empty() && !self.outputs.still_owner().await {
+            tracing::warn!(
+                objects = self.done.len(),
+                "the export is no longer this attempt's: its objects are left to the new owner"
+            );
+            self.done.clear();
+        }
         for obj in self.done.drain(..) {
             match self.outputs.delete(&obj).await {
                 Ok(()) => tracing::info!(key = %obj.key, "deleted an object of the failed export"),
@@ -351,20 +403,15 @@ async fn publish_tmol(
     ledger.commit(false).await
 }
 
-fn publish_failed(e: ExportError, main: &Uploaded) -> ExportError {
+fn publish_failed(e: ExportError, main: Uploaded) -> ExportError {
     if matches!(e, ExportError::LeaseLost | ExportError::Drained) {
         return e;
     }
-    // Permanent: the export's own object is complete; the caller decides
-    // whether to request it again.
-    ExportError::Data {
-        message: format!("publishing to TMOL_BUCKET failed: {e}"),
-        payload: Some(Bson::Document(doc! {
-            "object": {
-                "bucket": main.bucket.clone().unwrap_or_default(),
-                "key": main.key.clone(),
-            }
-        })),
+    // Permanent: the export's own object is complete (and recorded); the
+    // caller decides whether to request it again.
+    ExportError::Published {
+        cause: Box::new(e),
+        main: Box::new(main),
     }
 }
 
@@ -515,16 +562,16 @@ struct ObjectFiles<'l, 'o> {
     content_type: &'static str,
     delimiter: u8,
     cur: Option<CsvOut>,
-    keys: Vec<String>,
-    rows: u64,
+    /// The committed objects and their rows.
+    done: Vec<(Uploaded, u64)>,
 }
 
 impl ObjectFiles<'_, '_> {
     async fn close_current(&mut self) -> Result<(), ExportError> {
         if let Some(out) = self.cur.take() {
-            self.rows += out.finish().await?;
+            let rows = out.finish().await?;
             let done = self.ledger.commit(true).await?;
-            self.keys.push(done.key);
+            self.done.push((done, rows));
         }
         Ok(())
     }

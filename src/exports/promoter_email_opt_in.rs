@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::entries::count_entries;
 use super::entry_rows::{write_opt_ins, OPT_IN_COLUMNS};
-use super::{file_part, ExportError, ExportType, FileFormat, Files, Params, Shape, Source};
+use super::{file_part, ExportError, ExportType, FileFormat, Files, Meta, Params, Shape, Source};
 use crate::error::{ApiError, Code};
 use crate::store::{id_forms, id_match, id_string, Campaign, Store, StoreError};
 
@@ -94,7 +94,7 @@ impl ExportType for PromoterEmailOptIn {
         Ok(Some(n))
     }
 
-    async fn write_files(&self, src: &Source, files: &mut dyn Files) -> Result<(), ExportError> {
+    async fn write_files(&self, src: &Source, files: &mut dyn Files) -> Result<Meta, ExportError> {
         let names = promoter_names(&src.store, &src.campaign.promoters).await?;
         let mut used = HashSet::new();
         for id in &src.campaign.promoters {
@@ -116,6 +116,6 @@ impl ExportType for PromoterEmailOptIn {
             let out = files.next(&file).await?;
             write_opt_ins(src, opted_in(id), out, false).await?;
         }
-        Ok(())
+        Ok(Meta::new())
     }
 }

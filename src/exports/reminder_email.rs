@@ -9,9 +9,10 @@ use async_trait::async_trait;
 use mongodb::bson::doc;
 
 use super::scoring_rows::scoring_filter;
-use super::sfmc::{plan_regions, region_reader, SfmcRows, SFMC_COLUMNS};
+use super::sfmc::{defaulted, plan_regions, region_reader, SfmcRows, SFMC_COLUMNS};
 use super::{
-    default_key, file_part, ExportError, ExportType, FileFormat, Files, KeyParts, Shape, Source,
+    default_key, file_part, ExportError, ExportType, FileFormat, Files, KeyParts, Meta, Shape,
+    Source,
 };
 
 pub struct ReminderEmail;
@@ -20,6 +21,12 @@ pub struct ReminderEmail;
 pub async fn count_selected(src: &Source) -> Result<Option<u64>, ExportError> {
     let f = scoring_filter(&src.campaign.id, doc! { "selected": true });
     Ok(Some(src.store.count("scoring", f).await?))
+}
+
+/// `meta.defaultRegionRows`: rows in the default region only because
+/// their locale has no region of its own.
+pub fn default_region_meta(rows: u64) -> Meta {
+    mongodb::bson::doc! { "defaultRegionRows": rows as i64 }
 }
 
 #[async_trait]
@@ -51,16 +58,19 @@ impl ExportType for ReminderEmail {
         count_selected(src).await
     }
 
-    async fn write_files(&self, src: &Source, files: &mut dyn Files) -> Result<(), ExportError> {
+    async fn write_files(&self, src: &Source, files: &mut dyn Files) -> Result<Meta, ExportError> {
         let rows = SfmcRows::new(src);
         let name = file_part(&src.campaign.name);
         let max = src.max_rows_per_file.max(1);
-        for (region, locales) in plan_regions(src).await? {
-            let mut reader = region_reader(src, &locales, None).await?;
+        let mut default_rows = 0u64;
+        for plan in plan_regions(src, src.sfmc_default_region).await? {
+            let region = plan.region;
+            let mut reader = region_reader(src, &plan, None);
             let (mut segment, mut in_segment) = (0u64, 0u64);
             while let Some(batch) = reader.next_batch().await? {
                 for s in &batch {
                     let cells = rows.cells(s)?;
+                    default_rows += u64::from(defaulted(s, src.campaign.is_lnaa));
                     if segment == 0 || in_segment == max {
                         segment += 1;
                         in_segment = 0;
@@ -75,6 +85,6 @@ impl ExportType for ReminderEmail {
                 }
             }
         }
-        Ok(())
+        Ok(default_region_meta(default_rows))
     }
 }

@@ -1,5 +1,5 @@
-//! `scoring`: every scoring document of the campaign (index order
-//! `{campaignId, selected, locale, userId}`), joined per batch to the
+//! `scoring`: every scoring document of the campaign (in `userId` order,
+//! index `{campaignId, userId}`), joined per batch to the
 //! entry and user: the entry row (no preference columns, no additional
 //! rows) + `nudetect_score, nudetect_score_band, account_fanscore,
 //! latitude, longitude`. Tab-separated `.txt` (orig), SCORING_BUCKET,
@@ -14,7 +14,7 @@ use mongodb::bson::{doc, RawDocumentBuf};
 use super::entry_rows::{entry_cells, MarketView, Markets, ENTRY_COLUMNS};
 use super::raw::text_at;
 use super::scoring_rows::{scoring_filter, Scored, ScoringReader};
-use super::{ExportError, ExportType, FileFormat, Source};
+use super::{ExportError, ExportType, FileFormat, Meta, Source};
 use crate::encode::CsvOut;
 use crate::sink::DestKind;
 
@@ -66,19 +66,13 @@ impl ExportType for Scoring {
         Ok(Some(src.store.count("scoring", f).await?))
     }
 
-    async fn write(&self, src: &Source, out: &mut CsvOut) -> Result<(), ExportError> {
+    async fn write(&self, src: &Source, out: &mut CsvOut) -> Result<Meta, ExportError> {
         out.header(&self.columns()).await?;
         let markets = Markets::new(&src.markets);
         let unknown = MarketView::unknown();
-        // Sorted by selected first, so the index gives the order.
+        // In user order (index `{campaignId, userId}`).
         let f = scoring_filter(&src.campaign.id, doc! {});
-        let mut reader = ScoringReader::open_sorted(
-            src,
-            f,
-            doc! { "selected": 1, "locale": 1, "userId": 1 },
-            true,
-        )
-        .await?;
+        let mut reader = ScoringReader::open(src, f, None, true);
         while let Some(batch) = reader.next_batch().await? {
             for s in &batch {
                 let entry = entry_or_stub(s);
@@ -100,6 +94,6 @@ impl ExportType for Scoring {
                 out.row(&row).await?;
             }
         }
-        Ok(())
+        Ok(Meta::new())
     }
 }

@@ -1,24 +1,23 @@
-//! The scoring family's shared reading: a cursor over the campaign's
-//! `scoring` documents in index order (`{campaignId, selected, locale,
-//! userId}`), joined per batch to the campaign's entries and their users —
-//! two queries per batch, never one per row.
+//! The scoring family's shared reading: the campaign's `scoring`
+//! documents in `userId` order (a [`Reader`]; indexes `{campaignId,
+//! userId}`, `{campaignId, selected, userId}`, and `{campaignId, selected,
+//! locale, userId}` for a region's locales), joined per batch to the
+//! campaign's entries and their users — two lookups per batch, never one
+//! query per row.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use futures::TryStreamExt;
-use mongodb::bson::{doc, oid::ObjectId, Bson, Document, RawDocument, RawDocumentBuf};
-use mongodb::Cursor;
+use mongodb::bson::{doc, oid::ObjectId, Document, RawDocument, RawDocumentBuf};
 
 use super::entry_rows::{oid_of, users_by_id, Person};
-use super::raw::{get, text, text_at, BATCH};
+use super::raw::{get, text, text_at};
 use super::Source;
-use crate::store::{id_forms, id_match, Store, StoreError};
+use crate::store::{id_forms, id_match, lookup, Reader, Store, StoreError};
 
-/// The index order of the scoring family.
-pub fn scoring_sort() -> Document {
-    doc! { "locale": 1, "userId": 1 }
-}
+/// The key the scoring family streams in. Not unique (a user may have
+/// more than one scoring document): the reader tells ties apart.
+pub const SCORING_KEY: &str = "userId";
 
 /// `{campaignId}` in either stored form, plus `extra`.
 pub fn scoring_filter(campaign_id: &str, extra: Document) -> Document {
@@ -72,60 +71,28 @@ impl Scored {
 pub struct ScoringReader {
     store: Store,
     campaign_id: String,
-    cursor: Cursor<RawDocumentBuf>,
+    reader: Reader,
     join: bool,
 }
 
 impl ScoringReader {
-    /// `filter`/`sort` as built by [`scoring_filter`]/[`scoring_sort`];
-    /// `limit` caps the rows; `join` fetches entries and users.
-    pub async fn open(
-        src: &Source,
-        filter: Document,
-        limit: Option<i64>,
-        join: bool,
-    ) -> Result<Self, StoreError> {
-        Self::open_with(src, filter, scoring_sort(), limit, join).await
-    }
-
-    /// As [`ScoringReader::open`] with another index-backed sort.
-    pub async fn open_sorted(
-        src: &Source,
-        filter: Document,
-        sort: Document,
-        join: bool,
-    ) -> Result<Self, StoreError> {
-        Self::open_with(src, filter, sort, None, join).await
-    }
-
-    async fn open_with(
-        src: &Source,
-        filter: Document,
-        sort: Document,
-        limit: Option<i64>,
-        join: bool,
-    ) -> Result<Self, StoreError> {
-        let coll = src.store.raw("scoring");
-        let mut find = coll.find(filter).sort(sort).batch_size(BATCH as u32);
+    /// `filter` as built by [`scoring_filter`]; `limit` caps the rows;
+    /// `join` fetches entries and users.
+    pub fn open(src: &Source, filter: Document, limit: Option<u64>, join: bool) -> Self {
+        let mut reader = Reader::new(&src.store, "scoring", filter, SCORING_KEY);
         if let Some(n) = limit {
-            find = find.limit(n);
+            reader = reader.limit(n);
         }
-        Ok(Self {
+        Self {
             store: src.store.clone(),
             campaign_id: src.campaign.id.clone(),
-            cursor: find.await?,
+            reader,
             join,
-        })
+        }
     }
 
     pub async fn next_batch(&mut self) -> Result<Option<Vec<Scored>>, StoreError> {
-        let mut docs = Vec::with_capacity(BATCH);
-        while docs.len() < BATCH {
-            match self.cursor.try_next().await? {
-                Some(d) => docs.push(d),
-                None => break,
-            }
-        }
+        let docs = self.reader.next_batch().await?;
         if docs.is_empty() {
             return Ok(None);
         }
@@ -140,25 +107,52 @@ impl ScoringReader {
                     .collect(),
             ));
         }
-        let ids: Vec<Cow<'_, str>> = docs.iter().map(|d| text_at(d, &["userId"])).collect();
-        let ids: Vec<String> = ids.into_iter().map(Cow::into_owned).collect();
-        let (mut entries, mut users) = join_by_user(&self.store, &self.campaign_id, &ids).await?;
-        Ok(Some(
-            docs.into_iter()
-                .zip(ids)
-                .map(|(scoring, id)| Scored {
-                    scoring,
-                    entry: entries.remove(&id),
-                    user: ObjectId::parse_str(&id).ok().and_then(|o| users.remove(&o)),
-                })
-                .collect(),
-        ))
+        let ids: Vec<String> = docs
+            .iter()
+            .map(|d| text_at(d, &["userId"]).into_owned())
+            .collect();
+        let (entries, users) = join_by_user(&self.store, &self.campaign_id, &ids).await?;
+        Ok(Some(attach(docs, ids, entries, users)))
     }
 }
 
+/// Give each scoring document its entry and user. A user id that appears
+/// more than once in the batch gets its entry and user every time (a copy
+/// for all but the last occurrence, which takes the original).
+fn attach(
+    docs: Vec<RawDocumentBuf>,
+    ids: Vec<String>,
+    mut entries: HashMap<String, RawDocumentBuf>,
+    mut users: HashMap<String, RawDocumentBuf>,
+) -> Vec<Scored> {
+    let mut last_use: HashMap<&str, usize> = HashMap::with_capacity(ids.len());
+    for (i, id) in ids.iter().enumerate() {
+        last_use.insert(id.as_str(), i);
+    }
+    let take = |map: &mut HashMap<String, RawDocumentBuf>, key: &str, last: bool| {
+        if last {
+            map.remove(key)
+        } else {
+            map.get(key).cloned()
+        }
+    };
+    let user_key = |id: &str| ObjectId::parse_str(id).map(|o| o.to_hex()).ok();
+    let mut out = Vec::with_capacity(docs.len());
+    for (i, scoring) in docs.into_iter().enumerate() {
+        let id = ids[i].as_str();
+        let last = last_use.get(id) == Some(&i);
+        out.push(Scored {
+            scoring,
+            entry: take(&mut entries, id, last),
+            user: user_key(id).and_then(|k| take(&mut users, &k, last)),
+        });
+    }
+    out
+}
+
 /// The campaign's entries of these user ids (by user id text) and the users
-/// (by ObjectId): two queries, on the `{_id.campaign_id, _id.user_id}` and
-/// `_id` indexes.
+/// (by ObjectId hex): two lookups, on the `{_id.campaign_id, _id.user_id}`
+/// and `_id` indexes.
 pub async fn join_by_user(
     store: &Store,
     campaign_id: &str,
@@ -166,45 +160,35 @@ pub async fn join_by_user(
 ) -> Result<
     (
         HashMap<String, RawDocumentBuf>,
-        HashMap<ObjectId, RawDocumentBuf>,
+        HashMap<String, RawDocumentBuf>,
     ),
     StoreError,
 > {
     let entries = entries_by_user(store, campaign_id, user_ids).await?;
-    let oids: Vec<ObjectId> = user_ids
+    let oids: Vec<String> = user_ids
         .iter()
-        .filter_map(|s| ObjectId::parse_str(s).ok())
+        .filter_map(|s| ObjectId::parse_str(s).ok().map(|o| o.to_hex()))
         .collect();
-    let users = users_by_id(store, oids).await?;
+    let users = users_by_id(store, &oids).await?;
     Ok((entries, users))
 }
 
-/// The campaign's entries of these user ids, by user id text (one query).
+/// The campaign's entries of these user ids, by user id text.
 pub async fn entries_by_user(
     store: &Store,
     campaign_id: &str,
     user_ids: &[String],
 ) -> Result<HashMap<String, RawDocumentBuf>, StoreError> {
-    let mut forms: Vec<Bson> = Vec::with_capacity(user_ids.len() * 2);
-    for id in user_ids.iter().filter(|s| !s.is_empty()) {
-        forms.extend(id_forms(id));
-    }
-    let mut entries = HashMap::with_capacity(user_ids.len());
-    if !forms.is_empty() {
-        let mut cur = store
-            .raw("entries")
-            .find(doc! {
-                "_id.campaign_id": id_match(campaign_id),
-                "_id.user_id": { "$in": forms },
-            })
-            .batch_size(BATCH as u32)
-            .await?;
-        while let Some(e) = cur.try_next().await? {
-            let id = text_at(&e, &["_id", "user_id"]).into_owned();
-            entries.insert(id, e);
-        }
-    }
-    Ok(entries)
+    lookup(
+        store,
+        "entries",
+        &doc! { "_id.campaign_id": id_match(campaign_id) },
+        "_id.user_id",
+        user_ids,
+        id_forms,
+        None,
+    )
+    .await
 }
 
 /// A user id field as an ObjectId, when it is one (or its hex).
@@ -215,4 +199,29 @@ pub fn user_oid_at(doc: &RawDocument, path: &[&str]) -> Option<ObjectId> {
 /// Text of an optional field path.
 pub fn text_opt<'a>(doc: Option<&'a RawDocument>, path: &[&str]) -> Cow<'a, str> {
     doc.map(|d| text(get(d, path))).unwrap_or(Cow::Borrowed(""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_user_id_twice_in_a_batch_keeps_its_join_both_times() {
+        let d = |n: i32| RawDocumentBuf::from_document(&doc! { "n": n }).unwrap();
+        let uid = "65f000000000000000000001".to_string();
+        let other = "65f000000000000000000002".to_string();
+        let entries: HashMap<String, RawDocumentBuf> =
+            [(uid.clone(), d(10)), (other.clone(), d(20))].into();
+        let users: HashMap<String, RawDocumentBuf> = [(uid.clone(), d(11))].into();
+        let got = attach(
+            vec![d(1), d(2), d(3)],
+            vec![uid.clone(), other.clone(), uid.clone()],
+            entries,
+            users,
+        );
+        let n = |o: &Option<RawDocumentBuf>| o.as_ref().map(|d| d.get_i32("n").unwrap());
+        assert_eq!((n(&got[0].entry), n(&got[0].user)), (Some(10), Some(11)));
+        assert_eq!((n(&got[1].entry), n(&got[1].user)), (Some(20), None));
+        assert_eq!((n(&got[2].entry), n(&got[2].user)), (Some(10), Some(11)));
+    }
 }

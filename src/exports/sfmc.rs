@@ -10,10 +10,10 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use mongodb::bson::{doc, Bson, Document, RawBsonRef};
+use mongodb::bson::{doc, Bson, Document};
 use sha2::{Digest, Sha256};
 
-use super::raw::{get, iso, text};
+use super::raw::{array_of, doc_of, get, iso, pick, text};
 use super::scoring_rows::{scoring_filter, Scored, ScoringReader};
 use super::{ExportError, Source};
 use crate::error::Code;
@@ -53,15 +53,16 @@ fn mapped_locale(locale: &str) -> Option<&'static str> {
     }
 }
 
-/// The region of a (raw) locale, from the SFMC locale's country; `None`
-/// for a country no SFMC business unit serves.
+/// The region of a locale, from the country of the locale itself (before
+/// the SFMC locale mapping: `en-mx` is MX, so NA, also on an LNAA
+/// campaign); `None` for a country no SFMC business unit serves here.
 pub fn region(locale: &str, is_lnaa: bool) -> Option<&'static str> {
-    let l = sfmc_locale(locale).to_ascii_lowercase().replace('_', "-");
+    let l = locale.to_ascii_lowercase().replace('_', "-");
     let country = l.rsplit_once('-').map(|(_, c)| c)?;
     Some(match country {
         "us" | "ca" if is_lnaa => "LNE",
         "us" | "ca" | "mx" => "NA",
-        "gb" | "ie" => "UK",
+        "gb" | "uk" | "ie" => "UK",
         "de" => "DE",
         "au" | "nz" => "AU",
         _ => return None,
@@ -120,17 +121,14 @@ pub fn subscriber_key(user_id: &str) -> String {
 /// The scoring record's code for a market: codes ordered by `id`, the first
 /// with that `marketId`.
 pub fn passcode<'a>(scored: &'a Scored, market_id: &str) -> Option<Cow<'a, str>> {
-    let Some(RawBsonRef::Array(codes)) = get(&scored.scoring, &["codes"]) else {
-        return None;
-    };
     let mut best: Option<(Cow<'a, str>, Cow<'a, str>)> = None;
-    for c in codes.into_iter().flatten() {
-        let RawBsonRef::Document(c) = c else { continue };
-        if text(c.get("marketId").ok().flatten()) != market_id {
+    for c in array_of(get(&scored.scoring, &["codes"])) {
+        let Some(c) = doc_of(Some(c)) else { continue };
+        let [market, id, code] = pick(Some(c), ["marketId", "id", "code"]);
+        if text(market) != market_id {
             continue;
         }
-        let id = text(c.get("id").ok().flatten());
-        let code = text(c.get("code").ok().flatten());
+        let (id, code) = (text(id), text(code));
         if best.as_ref().is_none_or(|(b, _)| id_less(&id, b)) {
             best = Some((id, code));
         }
@@ -146,10 +144,22 @@ fn id_less(a: &str, b: &str) -> bool {
     }
 }
 
+/// One region's share of the selected scoring documents: the locale values
+/// (as stored) whose documents go to its file.
+#[derive(Debug, Clone)]
+pub struct RegionPlan {
+    pub region: &'static str,
+    pub locales: Vec<Bson>,
+}
+
 /// Regions present among the campaign's selected scoring documents, each
-/// with the raw locales that map to it, in [`REGIONS`] order. Locales no
-/// region serves are logged (by value: a locale is not personal data).
-pub async fn plan_regions(src: &Source) -> Result<Vec<(&'static str, Vec<Bson>)>, StoreError> {
+/// with the locales that go to it, in [`REGIONS`] order. A locale whose
+/// country has no region, and a missing locale, go to `default_region`
+/// (spec: exports.md, SFMC regions): every selected row lands in a file.
+pub async fn plan_regions(
+    src: &Source,
+    default_region: &'static str,
+) -> Result<Vec<RegionPlan>, StoreError> {
     let locales = src
         .store
         .raw("scoring")
@@ -159,7 +169,7 @@ pub async fn plan_regions(src: &Source) -> Result<Vec<(&'static str, Vec<Bson>)>
         )
         .await?;
     let mut by_region: HashMap<&'static str, Vec<Bson>> = HashMap::new();
-    let mut unserved = Vec::new();
+    let mut defaulted = Vec::new();
     for l in locales {
         let r = match &l {
             Bson::String(s) => region(s, src.campaign.is_lnaa),
@@ -167,34 +177,49 @@ pub async fn plan_regions(src: &Source) -> Result<Vec<(&'static str, Vec<Bson>)>
         };
         match r {
             Some(r) => by_region.entry(r).or_default().push(l),
-            None => unserved.push(l.to_string()),
+            None => {
+                defaulted.push(l.to_string());
+                by_region.entry(default_region).or_default().push(l);
+            }
         }
     }
-    if !unserved.is_empty() {
-        tracing::warn!(locales = ?unserved, "selected rows with locales no SFMC region serves are left out");
+    // Documents without a locale (null or missing: `$in: [null]` matches
+    // both) go to the default region too.
+    by_region
+        .entry(default_region)
+        .or_default()
+        .push(Bson::Null);
+    if !defaulted.is_empty() {
+        // A locale is not personal data: naming it tells support why.
+        tracing::info!(locales = ?defaulted, region = default_region, "locales without an SFMC region of their own go to the default region");
     }
     Ok(REGIONS
         .iter()
         .filter_map(|r| {
             by_region.remove(r).map(|mut l| {
                 l.sort_by_key(|b| b.to_string());
-                (*r, l)
+                RegionPlan {
+                    region: r,
+                    locales: l,
+                }
             })
         })
         .collect())
 }
 
 /// A reader over one region's selected rows, joined to entries and users.
-pub async fn region_reader(
-    src: &Source,
-    locales: &[Bson],
-    limit: Option<i64>,
-) -> Result<ScoringReader, StoreError> {
+pub fn region_reader(src: &Source, plan: &RegionPlan, limit: Option<u64>) -> ScoringReader {
     let f: Document = scoring_filter(
         &src.campaign.id,
-        doc! { "selected": true, "locale": { "$in": locales.to_vec() } },
+        doc! { "selected": true, "locale": { "$in": plan.locales.clone() } },
     );
-    ScoringReader::open(src, f, limit, true).await
+    ScoringReader::open(src, f, limit, true)
+}
+
+/// Is this row in its region only because its locale has none of its own
+/// (counted in `meta.defaultRegionRows`)?
+pub fn defaulted(s: &Scored, is_lnaa: bool) -> bool {
+    region(&s.field("locale"), is_lnaa).is_none()
 }
 
 /// Builds SFMC rows for one campaign.
@@ -262,7 +287,13 @@ mod tests {
         assert_eq!(region("en-us", false), Some("NA"));
         assert_eq!(region("fr_CA", false), Some("NA"));
         assert_eq!(region("es-mx", false), Some("NA"));
-        assert_eq!(region("en-mx", true), Some("LNE"));
+        // The country of the entry's own locale, before the SFMC mapping:
+        // en-mx is MX (NA), also on an LNAA campaign.
+        assert_eq!(region("en-mx", true), Some("NA"));
+        assert_eq!(region("en-mx", false), Some("NA"));
+        assert_eq!(region("en-us", true), Some("LNE"));
+        assert_eq!(region("fr-ca", true), Some("LNE"));
+        assert_eq!(region("fr-fr", true), None);
         assert_eq!(region("es-mx", true), Some("NA"));
         assert_eq!(region("en-uk", false), Some("UK"));
         assert_eq!(region("en-ie", false), Some("UK"));

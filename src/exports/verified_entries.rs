@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use mongodb::bson::doc;
 
 use super::scoring_rows::{scoring_filter, ScoringReader};
-use super::{ExportError, ExportType, FileFormat, KeyParts, Source};
+use super::{ExportError, ExportType, FileFormat, KeyParts, Meta, Source};
 use crate::encode::CsvOut;
 use crate::sink::DestKind;
 
@@ -53,10 +53,10 @@ impl ExportType for VerifiedEntries {
         Ok(Some(src.store.count("scoring", f).await?))
     }
 
-    async fn write(&self, src: &Source, out: &mut CsvOut) -> Result<(), ExportError> {
+    async fn write(&self, src: &Source, out: &mut CsvOut) -> Result<Meta, ExportError> {
         out.header(&COLUMNS).await?;
         let f = scoring_filter(&src.campaign.id, doc! { "selected": true });
-        let mut reader = ScoringReader::open(src, f, None, true).await?;
+        let mut reader = ScoringReader::open(src, f, None, true);
         while let Some(batch) = reader.next_batch().await? {
             for s in &batch {
                 let p = s.person();
@@ -73,6 +73,6 @@ impl ExportType for VerifiedEntries {
                 .await?;
             }
         }
-        Ok(())
+        Ok(Meta::new())
     }
 }

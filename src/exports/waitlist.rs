@@ -16,7 +16,7 @@ use mongodb::bson::doc;
 use tokio::io::BufReader;
 
 use super::scoring_rows::{scoring_filter, ScoringReader};
-use super::{ExportError, ExportType, FileFormat, Source};
+use super::{ExportError, ExportType, FileFormat, Meta, Source};
 use crate::encode::CsvOut;
 
 pub struct Waitlist;
@@ -128,11 +128,11 @@ impl ExportType for Waitlist {
         Ok(Some(src.store.count("scoring", f).await?))
     }
 
-    async fn write(&self, src: &Source, out: &mut CsvOut) -> Result<(), ExportError> {
+    async fn write(&self, src: &Source, out: &mut CsvOut) -> Result<Meta, ExportError> {
         let members = wave_members(src).await?;
         out.header(&COLUMNS).await?;
         let f = scoring_filter(&src.campaign.id, doc! { "selected": false });
-        let mut reader = ScoringReader::open(src, f, None, false).await?;
+        let mut reader = ScoringReader::open(src, f, None, false);
         while let Some(batch) = reader.next_batch().await? {
             for s in &batch {
                 let member = s.field("memberId");
@@ -148,7 +148,7 @@ impl ExportType for Waitlist {
                 .await?;
             }
         }
-        Ok(())
+        Ok(Meta::new())
     }
 }
 

@@ -65,6 +65,15 @@ pub async fn export_json(state: &AppState, rec: &ExportRecord) -> Value {
             err
         }),
     });
+    // Integrity (ours): a client can check its download.
+    if let (Some(h), Some(n)) = (&rec.sha256, rec.bytes) {
+        v["sha256"] = Value::String(h.clone());
+        v["bytes"] = Value::from(n);
+    }
+    // A handed-back export: when it may be claimed again.
+    if let Some(ms) = rec.retry_at_ms.filter(|_| rec.status == Status::Pending) {
+        v["retryAt"] = Value::String(iso(mongodb::bson::DateTime::from_millis(ms)));
+    }
     if let Some(meta) = &rec.meta {
         v["meta"] = bson_json(&Bson::Document(meta.clone()));
     }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -23,6 +24,7 @@ pub(super) async fn open(path: &Path) -> Result<(BoxWrite, Upload), SinkError> {
     let bytes = Arc::new(AtomicU64::new(0));
     let (c, b) = (cancel.clone(), bytes.clone());
     let task = tokio::spawn(async move {
+        let mut hash = Sha256::new();
         let result: Result<(), SinkError> = async {
             let mut file = tokio::io::BufWriter::with_capacity(1 << 20, file);
             let mut buf = vec![0u8; 64 * 1024];
@@ -36,6 +38,7 @@ pub(super) async fn open(path: &Path) -> Result<(BoxWrite, Upload), SinkError> {
                     break;
                 }
                 b.fetch_add(n as u64, Ordering::Relaxed);
+                hash.update(&buf[..n]);
                 file.write_all(&buf[..n]).await?;
             }
             tokio::select! {
@@ -54,6 +57,7 @@ pub(super) async fn open(path: &Path) -> Result<(BoxWrite, Upload), SinkError> {
                 bucket: None,
                 key: final_path.display().to_string(),
                 bytes: b.load(Ordering::Relaxed),
+                sha256: hex::encode(hash.finalize()),
             }),
             Err(e) => {
                 let _ = tokio::fs::remove_file(&partial).await;

@@ -39,30 +39,157 @@ pub enum SinkError {
     /// A destination the export needs is not configured.
     #[error("{0}")]
     NotConfigured(String),
-    /// S3 (or STS) refused or failed; the message names the bucket/role and
-    /// the service's error code, never credentials.
+    /// S3 (or STS) refused or failed.
     #[error("{0}")]
-    Remote(String),
+    Remote(Box<RemoteError>),
     #[error("local file: {0}")]
     Io(#[from] std::io::Error),
     #[error("upload aborted")]
     Aborted,
 }
 
+/// What kind of refusal or failure a remote error is: it decides between
+/// retrying later and failing at once (spec: exports.md, Failures).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteClass {
+    /// Access denied to the bucket, or the role could not be assumed.
+    Denied,
+    /// The bucket does not exist.
+    Missing,
+    /// 5xx, throttling, timeouts, a connection that failed: try again later.
+    Transient,
+    /// Anything else (retried: it may be the server's passing trouble).
+    Other,
+}
+
+/// An S3/STS failure, kept with its cause: the service's error code, the
+/// bucket, and the role for a partner destination. Never credentials.
+#[derive(Debug, Clone)]
+pub struct RemoteError {
+    /// What was being done (`start upload to bucket X`).
+    pub what: String,
+    /// The service's error code (`AccessDenied`, `NoSuchBucket`, …).
+    pub code: Option<String>,
+    pub detail: String,
+    pub class: RemoteClass,
+    pub bucket: Option<String>,
+    /// The role assumed to reach the bucket (partner destinations).
+    pub role: Option<String>,
+}
+
+impl std::fmt::Display for RemoteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.what, self.detail)?;
+        if let Some(role) = &self.role {
+            write!(f, " (with credentials of role {role})")?;
+        }
+        Ok(())
+    }
+}
+
+/// S3 error codes that a later attempt may not see.
+const TRANSIENT_CODES: [&str; 11] = [
+    "InternalError",
+    "ServiceUnavailable",
+    "SlowDown",
+    "RequestTimeout",
+    "Throttling",
+    "ThrottlingException",
+    "RequestTimeTooSkewed",
+    "ExpiredToken",
+    "TokenRefreshRequired",
+    "OperationAborted",
+    // The upload vanished (a lifecycle rule, an operator): start again.
+    "NoSuchUpload",
+];
+
 impl SinkError {
-    pub fn remote<E>(what: &str, e: &aws_sdk_s3::error::SdkError<E>) -> Self
+    /// A failed SDK call `what` on `bucket`, classified by its cause.
+    pub fn remote<E>(what: &str, bucket: &str, e: &aws_sdk_s3::error::SdkError<E>) -> Self
     where
         E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
     {
-        let detail = match e.as_service_error() {
-            Some(se) => format!(
-                "{}: {}",
-                se.code().unwrap_or("error"),
-                se.message().unwrap_or("no message")
-            ),
-            None => error_chain(e),
+        use aws_sdk_s3::error::SdkError;
+        let (code, detail, class) = match e {
+            SdkError::ServiceError(se) => {
+                let code = se.err().code().map(str::to_string);
+                let status = se.raw().status().as_u16();
+                let detail = format!(
+                    "{}: {}",
+                    code.as_deref().unwrap_or("error"),
+                    se.err().message().unwrap_or("no message")
+                );
+                let class = classify(code.as_deref(), Some(status));
+                (code, detail, class)
+            }
+            // Credentials (an AssumeRole refused), connection, timeout: the
+            // chain says which.
+            other => {
+                let chain = error_chain(other);
+                let class = if chain.contains("AccessDenied") || chain.contains("not authorized") {
+                    RemoteClass::Denied
+                } else {
+                    RemoteClass::Transient
+                };
+                let code = (class == RemoteClass::Denied).then(|| "AccessDenied".to_string());
+                (code, chain, class)
+            }
         };
-        SinkError::Remote(format!("{what}: {detail}"))
+        SinkError::Remote(Box::new(RemoteError {
+            what: what.to_string(),
+            code,
+            detail,
+            class,
+            bucket: Some(bucket.to_string()).filter(|b| !b.is_empty()),
+            role: None,
+        }))
+    }
+
+    /// A remote failure of our own description (no SDK error behind it).
+    pub fn other(what: impl Into<String>) -> Self {
+        SinkError::Remote(Box::new(RemoteError {
+            what: what.into(),
+            code: None,
+            detail: "failed".into(),
+            class: RemoteClass::Other,
+            bucket: None,
+            role: None,
+        }))
+    }
+
+    /// The remote failure's class (`None` for local ones).
+    pub fn class(&self) -> Option<RemoteClass> {
+        match self {
+            SinkError::Remote(r) => Some(r.class),
+            _ => None,
+        }
+    }
+
+    /// Name the role whose credentials were used (partner destinations).
+    pub fn with_role(self, role: Option<&str>) -> Self {
+        match (self, role) {
+            (SinkError::Remote(mut r), Some(role)) => {
+                r.role = Some(role.to_string());
+                SinkError::Remote(r)
+            }
+            (e, _) => e,
+        }
+    }
+}
+
+fn classify(code: Option<&str>, status: Option<u16>) -> RemoteClass {
+    match code {
+        Some("AccessDenied" | "AllAccessDisabled" | "InvalidAccessKeyId" | "AccountProblem") => {
+            return RemoteClass::Denied
+        }
+        Some("NoSuchBucket") => return RemoteClass::Missing,
+        Some(c) if TRANSIENT_CODES.contains(&c) => return RemoteClass::Transient,
+        _ => {}
+    }
+    match status {
+        Some(403) => RemoteClass::Denied,
+        Some(408 | 429) | Some(500..=599) => RemoteClass::Transient,
+        _ => RemoteClass::Other,
     }
 }
 
@@ -271,7 +398,7 @@ impl Sinks {
         ttl: Duration,
     ) -> Result<String, SinkError> {
         let conf = PresigningConfig::expires_in(ttl)
-            .map_err(|e| SinkError::Remote(format!("presign: {e}")))?;
+            .map_err(|e| SinkError::other(format!("presign: {e}")))?;
         let req = self
             .inner
             .base
@@ -280,7 +407,7 @@ impl Sinks {
             .key(key)
             .presigned(conf)
             .await
-            .map_err(|e| SinkError::remote("presign", &e))?;
+            .map_err(|e| SinkError::remote("presign", bucket, &e))?;
         Ok(req.uri().to_string())
     }
 
@@ -318,6 +445,7 @@ impl Sinks {
                 Err(e) => {
                     return Err(SinkError::remote(
                         &format!("abort upload in {}", up.bucket),
+                        &up.bucket,
                         &e,
                     ))
                 }
@@ -356,7 +484,7 @@ async fn open_uploads_at(
             .set_upload_id_marker(markers.1)
             .send()
             .await
-            .map_err(|e| SinkError::remote(&format!("list uploads in {bucket}"), &e))?;
+            .map_err(|e| SinkError::remote(&format!("list uploads in {bucket}"), bucket, &e))?;
         ids.extend(
             out.uploads()
                 .iter()
@@ -398,6 +526,8 @@ pub struct Uploaded {
     pub bucket: Option<String>,
     pub key: String,
     pub bytes: u64,
+    /// Hex SHA-256 of the object's bytes, computed as they streamed past.
+    pub sha256: String,
 }
 
 impl Upload {
@@ -457,7 +587,7 @@ impl Upload {
         match self.task.take() {
             Some(t) => t
                 .await
-                .unwrap_or_else(|e| Err(SinkError::Remote(format!("upload task failed: {e}")))),
+                .unwrap_or_else(|e| Err(SinkError::other(format!("upload task failed: {e}")))),
             None => Err(SinkError::Aborted),
         }
     }
@@ -507,12 +637,12 @@ impl Sinks {
                 .iter()
                 .map(|k| ObjectIdentifier::builder().key(k).build())
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| SinkError::Remote(format!("delete request: {e}")))?;
+                .map_err(|e| SinkError::other(format!("delete request: {e}")))?;
             let delete = Delete::builder()
                 .set_objects(Some(objects))
                 .quiet(true)
                 .build()
-                .map_err(|e| SinkError::Remote(format!("delete request: {e}")))?;
+                .map_err(|e| SinkError::other(format!("delete request: {e}")))?;
             let out = client
                 .delete_objects()
                 .bucket(bucket)
@@ -520,7 +650,7 @@ impl Sinks {
                 .send()
                 .await
                 .map_err(|e| {
-                    SinkError::remote(&format!("delete objects in bucket {bucket}"), &e)
+                    SinkError::remote(&format!("delete objects in bucket {bucket}"), bucket, &e)
                 })?;
             for e in out.errors() {
                 if e.code() != Some("NoSuchKey") {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption};
 use bytes::{Bytes, BytesMut};
+use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, DuplexStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -37,13 +38,16 @@ pub(super) async fn open(
             .ssekms_key_id(k),
         None => req.server_side_encryption(ServerSideEncryption::Aes256),
     };
-    let out = req
-        .send()
-        .await
-        .map_err(|e| SinkError::remote(&format!("start upload to bucket {}", dest.bucket), &e))?;
+    let out = req.send().await.map_err(|e| {
+        SinkError::remote(
+            &format!("start upload to bucket {}", dest.bucket),
+            &dest.bucket,
+            &e,
+        )
+    })?;
     let upload_id = out
         .upload_id()
-        .ok_or_else(|| SinkError::Remote("S3 returned no upload id".into()))?
+        .ok_or_else(|| SinkError::other("S3 returned no upload id"))?
         .to_string();
     let info = UploadRef {
         bucket: dest.bucket.clone(),
@@ -85,7 +89,7 @@ impl Parts {
         if let Some(h) = self.in_flight.take() {
             let (part, data) = h
                 .await
-                .map_err(|e| SinkError::Remote(format!("part upload task: {e}")))??;
+                .map_err(|e| SinkError::other(format!("part upload task: {e}")))??;
             self.done.push(part);
             // The SDK has dropped its copies of the body by now.
             self.spare = data.try_into_mut().ok();
@@ -128,7 +132,11 @@ impl Parts {
                 .send()
                 .await
                 .map_err(|e| {
-                    SinkError::remote(&format!("upload part {n} to bucket {}", info.bucket), &e)
+                    SinkError::remote(
+                        &format!("upload part {n} to bucket {}", info.bucket),
+                        &info.bucket,
+                        &e,
+                    )
                 })?;
             let part = CompletedPart::builder()
                 .part_number(n)
@@ -156,6 +164,7 @@ impl Parts {
             .map_err(|e| {
                 SinkError::remote(
                     &format!("complete upload to bucket {}", self.info.bucket),
+                    &self.info.bucket,
                     &e,
                 )
             })?;
@@ -178,7 +187,7 @@ impl Parts {
         if let Err(e) = r {
             // The export record keeps the upload id; the next claim or the
             // bucket's lifecycle rule cleans up.
-            tracing::warn!(error = %SinkError::remote("abort upload", &e), bucket = %self.info.bucket, "abort failed");
+            tracing::warn!(error = %SinkError::remote("abort upload", &self.info.bucket, &e), bucket = %self.info.bucket, "abort failed");
         }
     }
 }
@@ -199,6 +208,9 @@ async fn run(
         in_flight: None,
         spare: None,
     };
+    // The object's digest, over the bytes as they arrive (spec: exports.md,
+    // Integrity): on this task, beside the encoder's.
+    let mut hash = Sha256::new();
     let result = async {
         let mut buf = BytesMut::with_capacity(part_size);
         loop {
@@ -210,6 +222,7 @@ async fn run(
             if n == 0 {
                 break;
             }
+            hash.update(&buf[buf.len() - n..]);
             bytes.fetch_add(n as u64, Ordering::Relaxed);
             if buf.len() >= part_size {
                 // Wait for the part in flight first: its buffer is the next one.
@@ -242,6 +255,7 @@ async fn run(
                 bucket: Some(info.bucket),
                 key: info.key,
                 bytes: bytes.load(Ordering::Relaxed),
+                sha256: hex::encode(hash.finalize()),
             })
         }
         Err(e) => {

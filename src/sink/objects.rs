@@ -4,12 +4,49 @@
 
 use std::pin::Pin;
 
-use tokio::io::AsyncRead;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, ReadBuf};
 
 use super::{SinkError, Sinks};
 
 /// A boxed, streamed object body.
 pub type BoxRead = Pin<Box<dyn AsyncRead + Send>>;
+
+/// An object body that fails instead of ending early: a connection cut
+/// mid-body must not pass for the end of the object (the TMOL copy and the
+/// waitlist's wave files would be short).
+struct LengthChecked<R> {
+    inner: R,
+    read: u64,
+    expected: Option<u64>,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for LengthChecked<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = &r {
+            let n = (buf.filled().len() - before) as u64;
+            self.read += n;
+            if n == 0 && self.expected.is_some_and(|e| e != self.read) {
+                return Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "object body ended after {} of {} bytes",
+                        self.read,
+                        self.expected.unwrap_or_default()
+                    ),
+                )));
+            }
+        }
+        r
+    }
+}
 
 impl Sinks {
     /// The object's body as a stream: bytes arrive as S3 sends them, never
@@ -22,8 +59,15 @@ impl Sinks {
             .key(key)
             .send()
             .await
-            .map_err(|e| SinkError::remote(&format!("read object in bucket {bucket}"), &e))?;
-        Ok(Box::pin(out.body.into_async_read()))
+            .map_err(|e| {
+                SinkError::remote(&format!("read object in bucket {bucket}"), bucket, &e)
+            })?;
+        let expected = out.content_length().and_then(|n| u64::try_from(n).ok());
+        Ok(Box::pin(LengthChecked {
+            inner: out.body.into_async_read(),
+            read: 0,
+            expected,
+        }))
     }
 
     /// Delete one object; a missing object counts as deleted.
@@ -35,7 +79,9 @@ impl Sinks {
             .key(key)
             .send()
             .await
-            .map_err(|e| SinkError::remote(&format!("delete object in bucket {bucket}"), &e))?;
+            .map_err(|e| {
+                SinkError::remote(&format!("delete object in bucket {bucket}"), bucket, &e)
+            })?;
         Ok(())
     }
 
@@ -52,7 +98,7 @@ impl Sinks {
                 .set_continuation_token(token.take())
                 .send()
                 .await
-                .map_err(|e| SinkError::remote(&format!("list bucket {bucket}"), &e))?;
+                .map_err(|e| SinkError::remote(&format!("list bucket {bucket}"), bucket, &e))?;
             keys.extend(
                 out.contents()
                     .iter()

@@ -13,6 +13,8 @@ use crate::shutdown::Shutdown;
 /// Metric names (spec: exports.md "Metric names").
 pub const BACKLOG: &str = "ExportBacklog";
 pub const IN_FLIGHT: &str = "ExportsInFlight";
+/// Seconds the oldest PENDING export has waited (the backlog-age alarm).
+pub const BACKLOG_AGE: &str = "ExportBacklogAge";
 pub const DIMENSION: &str = "AutoScalingGroupName";
 
 pub struct Publisher {
@@ -46,8 +48,9 @@ impl Publisher {
         }
     }
 
-    /// Queue-wide PENDING (backlog) and TRIGGERED (in flight) counts: every
-    /// instance reports the same queue, so the alarm uses Maximum.
+    /// Queue-wide PENDING (backlog) and TRIGGERED (in flight) counts and the
+    /// oldest PENDING export's age: every instance reports the same queue,
+    /// so the alarms use Maximum.
     pub async fn publish_once(&self) -> anyhow::Result<()> {
         let depth = self.queue.depth().await?;
         let get = |s: &str| {
@@ -62,10 +65,11 @@ impl Publisher {
             .iter()
             .map(|n| Dimension::builder().name(DIMENSION).value(n).build())
             .collect();
-        let datum = |name: &str, v: i64| {
+        let age = self.queue.oldest_pending_age().await?;
+        let datum = |name: &str, v: i64, unit: StandardUnit| {
             MetricDatum::builder()
                 .metric_name(name)
-                .unit(StandardUnit::Count)
+                .unit(unit)
                 .value(v as f64)
                 .set_dimensions(Some(dims.clone()))
                 .build()
@@ -73,8 +77,9 @@ impl Publisher {
         self.client
             .put_metric_data()
             .namespace(&self.namespace)
-            .metric_data(datum(BACKLOG, get("PENDING")))
-            .metric_data(datum(IN_FLIGHT, get("TRIGGERED")))
+            .metric_data(datum(BACKLOG, get("PENDING"), StandardUnit::Count))
+            .metric_data(datum(IN_FLIGHT, get("TRIGGERED"), StandardUnit::Count))
+            .metric_data(datum(BACKLOG_AGE, age, StandardUnit::Seconds))
             .send()
             .await
             .map_err(|e| {

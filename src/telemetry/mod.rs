@@ -19,6 +19,8 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
+use crate::queue::Status;
+
 pub const PRODUCT_CODE: &str = "PRD1541";
 pub const SERVICE: &str = "vf-export";
 
@@ -191,6 +193,7 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     pub lease_reclaims: IntCounter,
     pub cloudwatch_failures: IntCounter,
+    pub oldest_pending_age: IntGauge,
 }
 
 impl Metrics {
@@ -253,6 +256,11 @@ impl Metrics {
             "Failed CloudWatch PutMetricData calls",
         )
         .expect("metric");
+        let oldest_pending_age = IntGauge::new(
+            "vf_export_oldest_pending_age_seconds",
+            "Seconds the oldest PENDING export has waited since it was created (0: none waits)",
+        )
+        .expect("metric");
         for c in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_duration.clone()),
@@ -265,6 +273,7 @@ impl Metrics {
             Box::new(in_flight.clone()),
             Box::new(lease_reclaims.clone()),
             Box::new(cloudwatch_failures.clone()),
+            Box::new(oldest_pending_age.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -286,6 +295,25 @@ impl Metrics {
             in_flight,
             lease_reclaims,
             cloudwatch_failures,
+            oldest_pending_age,
+        }
+    }
+
+    /// Create every per-type series at zero, so they exist from start-up: a
+    /// `rate()`/`increase()` over a series misses the increment that creates
+    /// it, and an alert that compares with "none finished" needs the series
+    /// there before the first export. The queue-depth gauge is left to its
+    /// refresh: its `status` series appear with the first real reading.
+    pub fn preinit(&self, export_types: &[&str]) {
+        for ty in export_types {
+            // The `status` values of `vf_export_exports_total`: final ones.
+            for status in [Status::Finished, Status::Failed, Status::Expired] {
+                self.exports.with_label_values(&[ty, status.as_str()]);
+            }
+            self.exports_started.with_label_values(&[ty]);
+            self.rows_written.with_label_values(&[ty]);
+            self.bytes_written.with_label_values(&[ty]);
+            self.export_duration.with_label_values(&[ty]);
         }
     }
 

@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod faults;
+pub mod mongo_faults;
 pub mod procs;
 pub mod seed;
 
@@ -22,6 +23,7 @@ use serde_json::{json, Value};
 use vf_export::config::{Cli, Command as Sub, Needs, Settings};
 use vf_export::shutdown::Shutdown;
 use vf_export::startup::{Application, Role};
+use vf_export::worker::Hooks;
 
 pub const SECRET: &str = "test-secret-not-for-production";
 
@@ -239,16 +241,22 @@ impl TestApp {
                 .await
                 .expect("create bucket");
         }
-        Self::start(db_name, buckets, s3, extra).await
+        Self::start(db_name, buckets, s3, extra, Hooks::default()).await
     }
 
     /// Start another app on the same database and buckets (a second process).
     pub async fn sibling(&self, extra: &[(&str, &str)]) -> Self {
+        self.sibling_with_hooks(extra, Hooks::default()).await
+    }
+
+    /// [`TestApp::sibling`] with test seams in its worker.
+    pub async fn sibling_with_hooks(&self, extra: &[(&str, &str)], hooks: Hooks) -> Self {
         Self::start(
             self.db_name.clone(),
             self.buckets.clone(),
             self.s3.clone(),
             extra,
+            hooks,
         )
         .await
     }
@@ -258,11 +266,12 @@ impl TestApp {
         buckets: Buckets,
         s3: aws_sdk_s3::Client,
         extra: &[(&str, &str)],
+        hooks: Hooks,
     ) -> Self {
         let cfg = settings(&db_name, &buckets, extra)
             .validate(Needs::Serve)
             .expect("valid test config");
-        let app = Application::build(&cfg, Role::Serve)
+        let app = Application::build_with(&cfg, Role::Serve, hooks)
             .await
             .expect("app builds");
         let base = format!("http://127.0.0.1:{}", app.port());

@@ -41,7 +41,7 @@ pub fn sha(n: u8) -> String {
 /// | 2 | m1 | formula first name, fr-ca | SMS (phone from user), p2 | selected, fr-ca, code `=C1` |
 /// | 3 | m2 | `@me`, `-2+3`, de-de, no user | marketing, SMS without phone | selected, de-de, D5 |
 /// | 4 | m2 | non-ASCII, en-uk | marketing | selected, en-uk, U1 |
-/// | 5 | m1 | no email (user's), fr-fr | LN | selected, fr-fr (no SFMC region) |
+/// | 5 | m1 | no email (user's), fr-fr | LN | selected, fr-fr (no SFMC region of its own: the default, NA), F5 |
 /// | 6, 7, 8 | — | no entry, no user | — | not selected (8: non-numeric member id) |
 pub async fn seed(app: &TestApp) {
     let db = &app.db;
@@ -177,7 +177,8 @@ pub async fn seed(app: &TestApp) {
     s3.insert("codes", vec![code(5, "c1-m2", "D5")]);
     let mut s4 = scoring(4, "1004", true, "en-uk", "c1-m2", 0.6);
     s4.insert("codes", vec![code(1, "c1-m2", "U1")]);
-    let s5 = scoring(5, "1005", true, "fr-fr", "c1-m1", 0.55);
+    let mut s5 = scoring(5, "1005", true, "fr-fr", "c1-m1", 0.55);
+    s5.insert("codes", vec![code(3, "c1-m1", "F5")]);
     let s6 = scoring(6, "1006", false, "en-us", "c1-m1", 0.5);
     let s7 = scoring(7, "1007", false, "en-us", "c1-m2", 0.4);
     let s8 = scoring(8, "m-8", false, "en-au", "", 0.3);
@@ -230,7 +231,20 @@ pub async fn run_ok_with(app: &TestApp, body: Value) -> (Value, Vec<u8>) {
     let done = run(app, CID, body).await;
     assert_eq!(done["status"], "FINISHED", "{done}");
     let bytes = app.download(done["path"].as_str().expect("path")).await;
+    assert_integrity(&done, &bytes);
     (done, bytes)
+}
+
+/// The downloaded object is the one the export recorded: its SHA-256 and
+/// size (spec: api.md, `sha256`/`bytes`).
+pub fn assert_integrity(done: &Value, bytes: &[u8]) {
+    use sha2::Digest;
+    assert_eq!(
+        done["sha256"].as_str(),
+        Some(hex::encode(sha2::Sha256::digest(bytes)).as_str()),
+        "sha256 of the download: {done}"
+    );
+    assert_eq!(done["bytes"].as_u64(), Some(bytes.len() as u64), "{done}");
 }
 
 pub fn text(b: Vec<u8>) -> String {

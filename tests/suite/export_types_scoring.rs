@@ -42,15 +42,15 @@ async fn scoring_rows_joined_to_entries_and_users() {
             "nudetect_score_band", "account_fanscore", "latitude", "longitude",
         ]
         .join(t),
-        // Not selected first (index order: selected, locale, user).
-        no_entry(8, "\t", "en-au"),
-        no_entry(6, nyc, "en-us"),
-        no_entry(7, la, "en-us"),
-        format!("{}\tTour 2026\t{D}\t\t\t\t'@me\t\t'-2+3\t\t\t\t{la}\tde-de\tc1\tfalse\t\t\t\t\t", u(3)),
-        format!("{}\tTour 2026\t{D}\ttm4\t\t\tzoë@x.io\tZoë\tÜnïcødé\t\t\th4\t{la}\ten-uk\tc1\tfalse\t\t\t\t\t", u(4)),
+        // In user order (index `{campaignId, userId}`).
         format!("{}\tTour 2026\t{D}\ttm1\tg1\t10.0.0.1\ta@x.io\tAnnie\tSmith\t10001\t+15551234567\th1\t{nyc}\ten-us\tc1\ttrue\t12\tlow\t77\t40.7\t-74", u(1)),
         format!("{}\tTour 2026\t{D}\t12345\tg2\t\ttm2@x.io\t\"'=HYPERLINK(\"\"x\"\")\"\tO'Brien, Jr.\tH2X\t+1 (555) 000-1111\th2\t{nyc}\tfr-ca\tc1\tfalse\t\t\t\t\t", u(2)),
+        format!("{}\tTour 2026\t{D}\t\t\t\t'@me\t\t'-2+3\t\t\t\t{la}\tde-de\tc1\tfalse\t\t\t\t\t", u(3)),
+        format!("{}\tTour 2026\t{D}\ttm4\t\t\tzoë@x.io\tZoë\tÜnïcødé\t\t\th4\t{la}\ten-uk\tc1\tfalse\t\t\t\t\t", u(4)),
         format!("{}\tTour 2026\t{D}\ttm5\t\t\ttm5@x.io\tEve\tFr\t\t\th5\t{nyc}\tfr-fr\tc1\tfalse\t\t\t\t\t", u(5)),
+        no_entry(6, nyc, "en-us"),
+        no_entry(7, la, "en-us"),
+        no_entry(8, "\t", "en-au"),
     ]);
     assert_eq!(text(body), want);
     app.stop().await;
@@ -70,10 +70,10 @@ async fn verified_entries_selected_rows() {
         text(body),
         csv(&[
             "memberId,email,first_name,last_name,Mobile Phone,locale,market,score".into(),
-            "1003,'@me,,'-2+3,,de-de,c1-m2,0.7".into(),
-            "1004,zoë@x.io,Zoë,Ünïcødé,,en-uk,c1-m2,0.6".into(),
             "1001,a@x.io,Annie,Smith,+15551234567,en-us,c1-m1,0.9".into(),
             format!("1002,tm2@x.io,{FORMULA},\"O'Brien, Jr.\",+1 (555) 000-1111,fr-ca,c1-m1,0.8"),
+            "1003,'@me,,'-2+3,,de-de,c1-m2,0.7".into(),
+            "1004,zoë@x.io,Zoë,Ünïcødé,,en-uk,c1-m2,0.6".into(),
             "1005,tm5@x.io,Eve,Fr,,fr-fr,c1-m1,0.55".into(),
         ])
     );

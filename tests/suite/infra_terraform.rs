@@ -930,7 +930,7 @@ fn operational_alarms_notify_the_sns_topic() {
             .iter()
             .map(path_str)
             .collect();
-        assert_eq!(actions, ["var.alarm_sns_topic_arn"], "{name}");
+        assert_eq!(actions, ["aws_sns_topic.alarms.arn"], "{name}");
     }
     let below_min = s.resource("aws_cloudwatch_metric_alarm", "asg_in_service_below_min");
     assert_eq!(
@@ -1641,7 +1641,12 @@ fn the_rendered_env_file_is_what_serve_requires_and_names_what_the_alarms_filter
             let ctx = format!("{env}: alarm {:?}", labels(alarm));
             let metric = m.string(must_attr(alarm, "metric_name"));
             assert!(
-                [cloudwatch::BACKLOG, cloudwatch::IN_FLIGHT].contains(&metric.as_str()),
+                [
+                    cloudwatch::BACKLOG,
+                    cloudwatch::IN_FLIGHT,
+                    cloudwatch::BACKLOG_AGE
+                ]
+                .contains(&metric.as_str()),
                 "{ctx}: metric {metric} is not one the binary publishes"
             );
             let Expression::Object(dims) = must_attr(alarm, "dimensions") else {
@@ -1998,6 +2003,187 @@ fn units_pull_only_absent_images_and_run_the_predeploy_jobs_first() {
                 .unwrap()
                 .trim_end(),
             "{env}: the helper the units call is installed"
+        );
+    }
+}
+
+#[test]
+fn alarms_for_what_prometheus_cannot_see_notify_one_encrypted_topic() {
+    for s in stacks() {
+        // (resource, namespace, metric, statistic, comparison, threshold,
+        //  period, evaluation periods, missing data)
+        for (name, ns, metric, stat, op, threshold, period, evaluations, missing) in [
+            (
+                "elb_unhealthy_hosts",
+                "AWS/ELB",
+                "UnHealthyHostCount",
+                "Maximum",
+                "GreaterThanThreshold",
+                0.0,
+                60.0,
+                10.0,
+                "notBreaching",
+            ),
+            (
+                "elb_healthy_hosts_below_min",
+                "AWS/ELB",
+                "HealthyHostCount",
+                "Maximum",
+                "LessThanThreshold",
+                1.0,
+                60.0,
+                3.0,
+                "breaching",
+            ),
+            (
+                "elb_backend_5xx",
+                "AWS/ELB",
+                "HTTPCode_Backend_5XX",
+                "Sum",
+                "GreaterThanThreshold",
+                10.0,
+                300.0,
+                1.0,
+                "notBreaching",
+            ),
+            (
+                "elb_generated_5xx",
+                "AWS/ELB",
+                "HTTPCode_ELB_5XX",
+                "Sum",
+                "GreaterThanThreshold",
+                10.0,
+                300.0,
+                1.0,
+                "notBreaching",
+            ),
+            (
+                "asg_in_service_below_min",
+                "AWS/AutoScaling",
+                "GroupInServiceInstances",
+                "Minimum",
+                "LessThanThreshold",
+                1.0,
+                60.0,
+                5.0,
+                "breaching",
+            ),
+            (
+                "export_backlog_age",
+                "VfExport",
+                vf_export::telemetry::cloudwatch::BACKLOG_AGE,
+                "Maximum",
+                "GreaterThanThreshold",
+                1800.0,
+                60.0,
+                5.0,
+                "breaching",
+            ),
+        ] {
+            let a = s.resource("aws_cloudwatch_metric_alarm", name);
+            for (key, want) in [
+                ("namespace", ns),
+                ("metric_name", metric),
+                ("statistic", stat),
+                ("comparison_operator", op),
+                ("treat_missing_data", missing),
+            ] {
+                assert_eq!(s.str_attr(a, key), want, "{}: {name}.{key}", s.name());
+            }
+            for (key, want) in [
+                ("threshold", threshold),
+                ("period", period),
+                ("evaluation_periods", evaluations),
+            ] {
+                assert_eq!(s.num_attr(a, key), want, "{}: {name}.{key}", s.name());
+            }
+            for key in ["alarm_actions", "ok_actions"] {
+                let targets: Vec<String> = s
+                    .strings_raw(must_attr(a, key))
+                    .iter()
+                    .map(path_str)
+                    .collect();
+                assert_eq!(
+                    targets,
+                    ["aws_sns_topic.alarms.arn"],
+                    "{}: {name}.{key}",
+                    s.name()
+                );
+            }
+            let dims = hcl::format::to_string(must_attr(a, "dimensions")).unwrap();
+            let want = if ns == "AWS/ELB" {
+                "LoadBalancerName = aws_elb.this.name"
+            } else {
+                "AutoScalingGroupName = aws_autoscaling_group.this.name"
+            };
+            assert!(
+                dims.contains(want),
+                "{}: {name}.dimensions: {dims}",
+                s.name()
+            );
+        }
+        // The two "below the minimum" alarms follow the group's minimum.
+        for name in ["elb_healthy_hosts_below_min", "asg_in_service_below_min"] {
+            let a = s.resource("aws_cloudwatch_metric_alarm", name);
+            assert_eq!(
+                path_str(must_attr(a, "threshold")),
+                "var.app_instance_min_count"
+            );
+        }
+    }
+    // The backlog-age alarm reads the namespace and dimension the binary
+    // publishes (ExportBacklogAge under CLOUDWATCH_NAMESPACE, per ASG).
+    let s = Stack::module_only();
+    let age = s.resource("aws_cloudwatch_metric_alarm", "export_backlog_age");
+    assert_eq!(
+        path_str(must_attr(age, "namespace")),
+        "var.cloudwatch_namespace"
+    );
+    let dims = hcl::format::to_string(must_attr(age, "dimensions")).unwrap();
+    assert!(
+        dims.contains(vf_export::telemetry::cloudwatch::DIMENSION),
+        "{dims}"
+    );
+
+    // One topic, encrypted with a key CloudWatch may use (it cannot publish
+    // under the AWS managed aws/sns key), subscriptions from a variable.
+    let topic = s.resource("aws_sns_topic", "alarms");
+    assert_eq!(
+        path_str(must_attr(topic, "kms_master_key_id")),
+        "aws_kms_key.alarms.arn"
+    );
+    let key = s.resource("aws_kms_key", "alarms");
+    assert!(s.boolean(must_attr(key, "enable_key_rotation")));
+    let policy = s.data("aws_iam_policy_document", "alarms_kms");
+    let cloudwatch = sub_blocks(policy, "statement")
+        .into_iter()
+        .find(|st| {
+            sub_blocks(st, "principals").iter().any(|p| {
+                must_attr(p, "identifiers")
+                    == &Expression::Array(vec![string_expr("cloudwatch.amazonaws.com")])
+            })
+        })
+        .expect("a key policy statement for cloudwatch.amazonaws.com");
+    assert_eq!(
+        s.strings(must_attr(cloudwatch, "actions")),
+        ["kms:Decrypt", "kms:GenerateDataKey*"]
+    );
+    let sub = s.resource("aws_sns_topic_subscription", "alarms");
+    let for_each = hcl::format::to_string(must_attr(sub, "for_each")).unwrap();
+    assert!(for_each.contains("var.alarm_subscriptions"), "{for_each}");
+    assert_eq!(
+        path_str(must_attr(sub, "topic_arn")),
+        "aws_sns_topic.alarms.arn"
+    );
+    for env in ENVIRONMENTS {
+        let e = Stack::for_env(env);
+        assert!(
+            e.call.contains_key("alarm_subscriptions"),
+            "{env} does not pass alarm_subscriptions"
+        );
+        assert!(
+            !e.call.contains_key("alarm_sns_topic_arn"),
+            "{env} still passes the removed alarm_sns_topic_arn"
         );
     }
 }

@@ -49,4 +49,7 @@ sfmc_role_arn            = "arn:aws:iam::123456789012:role/sfmc-vf-export-nonpro
 tmol_bucket              = "tmol-nonprod-vf-codes"
 tmol_role_arn            = "arn:aws:iam::123456789012:role/tmol-webapp-vf-export-nonprod"
 
-alarm_sns_topic_arn = "arn:aws:sns:us-east-1:123456789012:vf-export-dev1-alarms"
+# Who hears the operational alarms (module output alarm_sns_topic_arn is the
+# topic), e.g. the on-call's PagerDuty integration:
+#   { protocol = "https", endpoint = "<the PagerDuty CloudWatch integration URL>" }
+alarm_subscriptions = []

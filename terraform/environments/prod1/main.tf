@@ -37,5 +37,5 @@ module "vf_export" {
   tmol_bucket              = var.tmol_bucket
   tmol_role_arn            = var.tmol_role_arn
 
-  alarm_sns_topic_arn = var.alarm_sns_topic_arn
+  alarm_subscriptions = var.alarm_subscriptions
 }

@@ -37,3 +37,8 @@ output "lifecycle_hook_name" {
   description = "The termination lifecycle hook the service answers."
   value       = module.vf_export.lifecycle_hook_name
 }
+
+output "alarm_sns_topic_arn" {
+  description = "SNS topic of the operational alarms."
+  value       = module.vf_export.alarm_sns_topic_arn
+}

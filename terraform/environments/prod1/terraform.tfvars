@@ -49,4 +49,7 @@ sfmc_role_arn            = "arn:aws:iam::210987654321:role/sfmc-vf-export-prod"
 tmol_bucket              = "tmol-prod-vf-codes"
 tmol_role_arn            = "arn:aws:iam::210987654321:role/tmol-webapp-vf-export-prod"
 
-alarm_sns_topic_arn = "arn:aws:sns:us-east-1:210987654321:vf-export-prod1-alarms"
+# Who hears the operational alarms (module output alarm_sns_topic_arn is the
+# topic), e.g. the on-call's PagerDuty integration:
+#   { protocol = "https", endpoint = "<the PagerDuty CloudWatch integration URL>" }
+alarm_subscriptions = []

@@ -152,9 +152,13 @@ variable "tmol_role_arn" {
   type        = string
 }
 
-variable "alarm_sns_topic_arn" {
-  description = "SNS topic for the operational alarms."
-  type        = string
+variable "alarm_subscriptions" {
+  description = "Subscriptions to the alarms SNS topic ({ protocol, endpoint })."
+  type = list(object({
+    protocol = string
+    endpoint = string
+  }))
+  default = []
 }
 
 variable "flatcar_version" {

@@ -52,3 +52,8 @@ output "lifecycle_hook_name" {
   description = "The EC2_INSTANCE_TERMINATING lifecycle hook the service answers (ASG_LIFECYCLE_HOOK)."
   value       = aws_autoscaling_lifecycle_hook.terminating.name
 }
+
+output "alarm_sns_topic_arn" {
+  description = "SNS topic of the operational alarms (subscribe more endpoints with var.alarm_subscriptions)."
+  value       = aws_sns_topic.alarms.arn
+}

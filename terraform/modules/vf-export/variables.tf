@@ -524,18 +524,8 @@ variable "tmol_role_arn" {
 # Alarms
 ################################################################################
 
-variable "alarm_sns_topic_arn" {
-  description = "SNS topic notified by the operational alarms (ELB unhealthy hosts, ELB 5XX, ASG in service < min)."
-  type        = string
-
-  validation {
-    condition     = can(regex("^arn:aws[a-z-]*:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]+$", var.alarm_sns_topic_arn))
-    error_message = "Must be an SNS topic ARN."
-  }
-}
-
 variable "elb_5xx_threshold" {
-  description = "HTTPCode_Backend_5XX responses per 5 minutes above which the 5XX alarm fires."
+  description = "5XX responses per 5 minutes (HTTPCode_Backend_5XX from the instances, HTTPCode_ELB_5XX from the ELB itself) above which each 5XX alarm fires."
   type        = number
   default     = 10
 
@@ -600,5 +590,30 @@ variable "predeploy_jobs" {
   validation {
     condition     = length(var.predeploy_jobs) > 0 && alltrue([for j in var.predeploy_jobs : contains(["indexes", "migrate"], j)])
     error_message = "The predeploy_jobs must be a non-empty list of indexes and migrate."
+  }
+}
+
+variable "alarm_subscriptions" {
+  description = "Who hears the operational alarms: subscriptions to the module's alarms SNS topic, e.g. { protocol = \"https\", endpoint = \"<PagerDuty CloudWatch integration URL>\" } or { protocol = \"email\", endpoint = \"oncall@example.com\" } (email waits for the recipient to confirm)."
+  type = list(object({
+    protocol = string
+    endpoint = string
+  }))
+  default = []
+
+  validation {
+    condition     = alltrue([for s in var.alarm_subscriptions : contains(["email", "email-json", "https", "sms", "sqs", "lambda", "firehose", "application"], s.protocol) && length(s.endpoint) > 0])
+    error_message = "Each subscription needs an SNS protocol (email, email-json, https, sms, sqs, lambda, firehose, application) and an endpoint; plain http is not allowed."
+  }
+}
+
+variable "backlog_age_alarm_threshold" {
+  description = "ExportBacklogAge alarm: seconds the oldest PENDING export may wait (Maximum over 60 s, 5 periods in a row) before the alarm notifies."
+  type        = number
+  default     = 1800
+
+  validation {
+    condition     = var.backlog_age_alarm_threshold >= 60
+    error_message = "The backlog_age_alarm_threshold must be at least 60 seconds."
   }
 }

@@ -11,10 +11,61 @@ use mongodb::event::EventHandler;
 use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Collection, Database, IndexModel};
 
+pub mod reader;
+
+pub use reader::{lookup, Reader, BATCH};
+
 /// A database failure, described without server-echoed values.
 #[derive(Debug, thiserror::Error)]
-#[error("{}", crate::telemetry::redact_mongo(.0))]
-pub struct StoreError(#[from] pub mongodb::error::Error);
+pub enum StoreError {
+    #[error("{}", crate::telemetry::redact_mongo(.0))]
+    Mongo(#[from] mongodb::error::Error),
+    /// A read that cannot be proven complete (the export fails with
+    /// [`reader::READ_INCOMPLETE`] rather than finish short).
+    #[error("{0}")]
+    Incomplete(String),
+}
+
+/// MongoDB error codes after which the same read succeeds again once the
+/// cluster has recovered: the driver's retryable-read codes (a node
+/// stepping down or shutting down, network timeouts) plus a cursor the
+/// server lost or killed (`CursorNotFound` 43, `QueryPlanKilled` 175,
+/// `CursorKilled` 237).
+const TRANSIENT_CODES: [i32; 16] = [
+    6, 7, 43, 89, 91, 134, 175, 189, 237, 262, 9001, 10107, 11600, 11602, 13435, 13436,
+];
+
+impl StoreError {
+    pub fn incomplete(message: impl Into<String>) -> Self {
+        StoreError::Incomplete(message.into())
+    }
+
+    /// An error of our own making (a document that cannot be decoded).
+    pub fn custom(message: impl Into<String>) -> Self {
+        StoreError::Mongo(mongodb::error::Error::custom(message.into()))
+    }
+
+    /// Would the same operation succeed later (the database or the network
+    /// was unavailable)? Anything else is a fault to report, not to retry.
+    pub fn is_transient(&self) -> bool {
+        use mongodb::error::ErrorKind;
+        let StoreError::Mongo(e) = self else {
+            return false;
+        };
+        match e.kind.as_ref() {
+            ErrorKind::Io(_)
+            | ErrorKind::ConnectionPoolCleared { .. }
+            | ErrorKind::ServerSelection { .. }
+            | ErrorKind::DnsResolve { .. } => true,
+            ErrorKind::Command(c) => TRANSIENT_CODES.contains(&c.code),
+            _ => {
+                e.contains_label("RetryableReadError")
+                    || e.contains_label("RetryableWriteError")
+                    || e.contains_label("TransientTransactionError")
+            }
+        }
+    }
+}
 
 /// Handles to the database the service reads and the queue it owns.
 #[derive(Clone, Debug)]
@@ -178,18 +229,72 @@ impl Store {
         Ok(groups.iter().map(|g| id_string(g.get("_id"))).collect())
     }
 
-    /// The campaign's markets, ordered by `_id` (a stable export order).
+    /// The campaign's markets, ordered by `_id` (a stable export order),
+    /// read to their confirmed end: a market missed here would silently
+    /// leave its entries out of every entry-family export.
     pub async fn markets_of(&self, campaign_id: &str) -> Result<Vec<Market>, StoreError> {
-        use futures::TryStreamExt;
-        let docs: Vec<Document> = self
-            .markets()
-            .find(doc! { "campaignId": id_match(campaign_id) })
-            .sort(doc! { "_id": 1 })
-            .await?
-            .try_collect()
-            .await?;
-        Ok(docs.iter().map(Market::from_doc).collect())
+        let mut reader = Reader::new(
+            self,
+            "markets",
+            doc! { "campaignId": id_match(campaign_id) },
+            "_id",
+        );
+        let mut markets = Vec::new();
+        loop {
+            let batch = reader.next_batch().await?;
+            if batch.is_empty() {
+                return Ok(markets);
+            }
+            markets.extend(batch.iter().map(|d| Market::from_doc(&lossy_document(d))));
+        }
     }
+}
+
+impl Store {
+    /// Every object key named by the records of other exports of this
+    /// campaign and type (an export's `key` is a string or an array).
+    pub async fn keys_named_by_exports(
+        &self,
+        campaign_id: &str,
+        export_type: &str,
+        except_id: &str,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let filter = doc! { "campaignId": campaign_id, "exportType": export_type };
+        let mut reader = Reader::new(self, "exports", filter, "_id").projection(doc! { "key": 1 });
+        let mut keys = std::collections::HashSet::new();
+        loop {
+            let batch = reader.next_batch().await?;
+            if batch.is_empty() {
+                return Ok(keys);
+            }
+            for d in &batch {
+                if id_text(d.get("_id").ok().flatten()) == except_id {
+                    continue;
+                }
+                match d.get("key").ok().flatten() {
+                    Some(mongodb::bson::RawBsonRef::String(k)) => {
+                        keys.insert(k.to_string());
+                    }
+                    Some(mongodb::bson::RawBsonRef::Array(a)) => {
+                        keys.extend(
+                            a.into_iter()
+                                .flatten()
+                                .filter_map(|k| k.as_str().map(str::to_string)),
+                        );
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// A raw document as a `Document`; a string that is not valid UTF-8 gets
+/// U+FFFD in place of its bad bytes instead of failing the whole document.
+pub fn lossy_document(d: &mongodb::bson::RawDocument) -> Document {
+    Document::try_from(d)
+        .or_else(|_| mongodb::bson::from_slice_utf8_lossy(d.as_bytes()))
+        .unwrap_or_default()
 }
 
 /// An index's fields in order (directions aside: either serves our scans).
@@ -272,8 +377,18 @@ pub fn index_models(scope: IndexScope) -> Vec<(&'static str, IndexModel)> {
                 ),
             ),
             ("entries", named(doc! { "_id.user_id": 1 }, "user")),
-            // The scoring family's filter and sort; its prefix is the
-            // spec's {campaignId, selected}, which it replaces.
+            // The scoring family streams in userId order: selected or not
+            // (waitlist, verifiedEntries; its prefix is the spec's
+            // {campaignId, selected}) ...
+            (
+                "scoring",
+                named(
+                    doc! { "campaignId": 1, "selected": 1, "userId": 1 },
+                    "campaign_selected_user",
+                ),
+            ),
+            // ... and one SFMC region's locales (MongoDB merges the
+            // locales' index ranges in userId order).
             (
                 "scoring",
                 named(
@@ -281,7 +396,8 @@ pub fn index_models(scope: IndexScope) -> Vec<(&'static str, IndexModel)> {
                     "campaign_selected_locale_user",
                 ),
             ),
-            // codeWaves joins codes to scoring by assignee.
+            // The whole campaign (scoring), and codeWaves' join of codes
+            // to scoring by assignee.
             (
                 "scoring",
                 named(doc! { "campaignId": 1, "userId": 1 }, "campaign_user"),
@@ -326,6 +442,18 @@ pub fn id_match(id: &str) -> Bson {
         forms.remove(0)
     } else {
         Bson::Document(doc! { "$in": forms })
+    }
+}
+
+/// An id read from a raw document as text (see [`id_string`]).
+pub fn id_text(v: Option<mongodb::bson::RawBsonRef<'_>>) -> String {
+    use mongodb::bson::RawBsonRef as B;
+    match v {
+        Some(B::String(s)) => s.to_string(),
+        Some(B::ObjectId(o)) => o.to_hex(),
+        Some(B::Int32(i)) => i.to_string(),
+        Some(B::Int64(i)) => i.to_string(),
+        _ => String::new(),
     }
 }
 
