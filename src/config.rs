@@ -2,6 +2,7 @@
 //! `env`). Parsed and validated once at start; every other module receives a
 //! typed value and never reads the environment itself.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -237,9 +238,25 @@ pub struct Settings {
     #[arg(long, env = "CLOUDWATCH_NAMESPACE")]
     pub cloudwatch_namespace: Option<String>,
     /// AutoScalingGroupName dimension of the CloudWatch metrics (default:
-    /// the instance's ASG tag from instance metadata).
+    /// the instance's ASG tag from instance metadata), and the group whose
+    /// lifecycle hook ASG_LIFECYCLE_HOOK names.
     #[arg(long, env = "ASG_NAME")]
     pub asg_name: Option<String>,
+    /// Name of the group's EC2_INSTANCE_TERMINATING lifecycle hook (ours):
+    /// on EC2, when this instance is being terminated, hand running exports
+    /// back and complete the lifecycle action. Needs ASG_NAME.
+    #[arg(long, env = "ASG_LIFECYCLE_HOOK")]
+    pub asg_lifecycle_hook: Option<String>,
+    /// Read MONGODB_URI from this file (ours; the file wins).
+    #[arg(long, env = "MONGODB_URI_FILE")]
+    pub mongodb_uri_file: Option<PathBuf>,
+    /// Read JWT_SECRET from this file (ours; the file wins).
+    #[arg(long, env = "JWT_SECRET_FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
+    /// Read JWT_PUBLIC_KEY (a multi-line PEM, which docker --env-file
+    /// cannot carry) from this file (ours; the file wins).
+    #[arg(long, env = "JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<PathBuf>,
     /// Seconds between CloudWatch publications (ours).
     #[arg(long, env = "CLOUDWATCH_INTERVAL_SECS", default_value_t = 60)]
     pub cloudwatch_interval_secs: u64,
@@ -331,6 +348,8 @@ pub struct Config {
     pub dev_routes: bool,
     pub cloudwatch_namespace: Option<String>,
     pub asg_name: Option<String>,
+    /// The termination lifecycle hook `serve` answers (with `asg_name`).
+    pub asg_lifecycle_hook: Option<String>,
     pub cloudwatch_interval: Duration,
     pub retry_backoff: Duration,
     pub sfmc_default_region: &'static str,
@@ -350,10 +369,40 @@ fn non_empty(v: &Option<String>) -> Option<String> {
         .map(str::to_string)
 }
 
+/// A secret from `VAR_FILE` (which wins) or `VAR`, trimmed like the
+/// variable. The error names the file variable and the path, never the
+/// content.
+fn secret(
+    file_var: &'static str,
+    file: &Option<PathBuf>,
+    value: &Option<String>,
+) -> Result<Option<String>, ConfigError> {
+    match file.as_deref().filter(|p| !p.as_os_str().is_empty()) {
+        Some(path) => read_secret(file_var, path).map(Some),
+        None => Ok(non_empty(value)),
+    }
+}
+
+fn read_secret(file_var: &'static str, path: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| err(file_var, format!("cannot read {}: {e}", path.display())))?;
+    match text.trim() {
+        "" => Err(err(file_var, format!("{} is empty", path.display()))),
+        s => Ok(s.to_string()),
+    }
+}
+
 impl Settings {
     /// Check the settings for one subcommand and build the typed config.
     pub fn validate(&self, needs: Needs) -> Result<Config, ConfigError> {
-        let mongodb_uri = required("MONGODB_URI", &self.mongodb_uri)?;
+        let mongodb_uri = required(
+            "MONGODB_URI",
+            &secret(
+                "MONGODB_URI_FILE",
+                &self.mongodb_uri_file,
+                &self.mongodb_uri,
+            )?,
+        )?;
         if !mongodb_uri.starts_with("mongodb://") && !mongodb_uri.starts_with("mongodb+srv://") {
             return Err(err(
                 "MONGODB_URI",
@@ -363,7 +412,14 @@ impl Settings {
         if self.mongodb_db.trim().is_empty() {
             return Err(err("MONGODB_DB", "must not be empty"));
         }
-        let jwt = match (non_empty(&self.jwt_secret), non_empty(&self.jwt_public_key)) {
+        let jwt = match (
+            secret("JWT_SECRET_FILE", &self.jwt_secret_file, &self.jwt_secret)?,
+            secret(
+                "JWT_PUBLIC_KEY_FILE",
+                &self.jwt_public_key_file,
+                &self.jwt_public_key,
+            )?,
+        ) {
             (Some(_), Some(_)) => {
                 return Err(err(
                     "JWT_SECRET",
@@ -375,10 +431,11 @@ impl Settings {
                 let ok = jsonwebtoken::DecodingKey::from_rsa_pem(p.as_bytes()).is_ok()
                     || jsonwebtoken::DecodingKey::from_ec_pem(p.as_bytes()).is_ok();
                 if !ok {
-                    return Err(err(
-                        "JWT_PUBLIC_KEY",
-                        "is not an RSA or EC public key in PEM form",
-                    ));
+                    let var = match self.jwt_public_key_file {
+                        Some(_) => "JWT_PUBLIC_KEY_FILE",
+                        None => "JWT_PUBLIC_KEY",
+                    };
+                    return Err(err(var, "is not an RSA or EC public key in PEM form"));
                 }
                 Some(JwtKey::PublicKeyPem(p))
             }
@@ -426,6 +483,13 @@ impl Settings {
         }
         if self.export_timeout_secs == 0 {
             return Err(err("EXPORT_TIMEOUT_SECS", "must be at least 1"));
+        }
+        let asg_lifecycle_hook = non_empty(&self.asg_lifecycle_hook);
+        if asg_lifecycle_hook.is_some() && non_empty(&self.asg_name).is_none() {
+            return Err(err(
+                "ASG_LIFECYCLE_HOOK",
+                "needs ASG_NAME (the group the hook belongs to)",
+            ));
         }
         if self.cloudwatch_interval_secs == 0 {
             return Err(err("CLOUDWATCH_INTERVAL_SECS", "must be at least 1"));
@@ -484,6 +548,7 @@ impl Settings {
             dev_routes: self.dev_routes,
             cloudwatch_namespace: non_empty(&self.cloudwatch_namespace),
             asg_name: non_empty(&self.asg_name),
+            asg_lifecycle_hook,
             cloudwatch_interval: Duration::from_secs(self.cloudwatch_interval_secs),
             retry_backoff: Duration::from_secs(self.retry_backoff_secs),
             sfmc_default_region,
@@ -559,6 +624,80 @@ mod tests {
         let mut w = OK[..2].to_vec();
         w.extend_from_slice(&OK[4..]);
         assert!(settings(&w).validate(Needs::Worker).is_ok());
+    }
+
+    #[test]
+    fn secret_files_win_over_the_variables() {
+        let dir = tempfile::tempdir().unwrap();
+        // An EC P-256 public key: multi-line, as docker --env-file cannot carry.
+        let pem = "-----BEGIN PUBLIC KEY-----\n\
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEu+72gk8PLJRZfvfgUoNqa7omckUn\n\
+y59KG7Zr+sWsN8HVgnT/HRU0goWfXHIZQ2PSCAMokeYefjRQILjJDKp9sA==\n\
+-----END PUBLIC KEY-----\n";
+        let key = dir.path().join("jwt.pem");
+        std::fs::write(&key, pem).unwrap();
+        let uri = dir.path().join("uri");
+        std::fs::write(&uri, "mongodb://from-file/\n").unwrap();
+        let mut a = OK.to_vec();
+        a.drain(2..4); // no JWT_SECRET
+        a.extend_from_slice(&[
+            "--jwt-public-key-file",
+            key.to_str().unwrap(),
+            "--mongodb-uri-file",
+            uri.to_str().unwrap(),
+        ]);
+        let c = settings(&a).validate(Needs::Serve).unwrap();
+        assert_eq!(c.mongodb_uri, "mongodb://from-file/");
+        assert!(matches!(&c.jwt, Some(JwtKey::PublicKeyPem(p)) if p == pem.trim()));
+
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "from-file\n").unwrap();
+        let mut a = OK.to_vec();
+        a.extend_from_slice(&["--jwt-secret-file", secret.to_str().unwrap()]);
+        let c = settings(&a).validate(Needs::Serve).unwrap();
+        assert!(matches!(&c.jwt, Some(JwtKey::Secret(s)) if s == "from-file"));
+
+        // A missing or empty file names the file variable and the path only.
+        let mut a = OK.to_vec();
+        a.extend_from_slice(&["--jwt-secret-file", "/nonexistent/secret"]);
+        let e = settings(&a).validate(Needs::Serve).unwrap_err();
+        assert_eq!(e.var, "JWT_SECRET_FILE");
+        assert!(e.problem.contains("/nonexistent/secret"), "{e}");
+        std::fs::write(&secret, "\n").unwrap();
+        let mut a = OK.to_vec();
+        a.extend_from_slice(&["--mongodb-uri-file", secret.to_str().unwrap()]);
+        let e = settings(&a).validate(Needs::Serve).unwrap_err();
+        assert_eq!(e.var, "MONGODB_URI_FILE");
+        // A file that is no key names the file variable, not its content.
+        std::fs::write(&secret, "not-a-pem-secret").unwrap();
+        let mut a = OK.to_vec();
+        a.drain(2..4);
+        a.extend_from_slice(&["--jwt-public-key-file", secret.to_str().unwrap()]);
+        let e = settings(&a).validate(Needs::Serve).unwrap_err();
+        assert_eq!(e.var, "JWT_PUBLIC_KEY_FILE");
+        assert!(!e.to_string().contains("not-a-pem-secret"));
+    }
+
+    #[test]
+    fn the_lifecycle_hook_needs_the_group() {
+        let mut a = OK.to_vec();
+        a.extend_from_slice(&["--asg-lifecycle-hook", "vf-export-dev1-terminating"]);
+        let e = settings(&a).validate(Needs::Serve).unwrap_err();
+        assert_eq!(e.var, "ASG_LIFECYCLE_HOOK");
+        a.extend_from_slice(&["--asg-name", "vf-export-dev1"]);
+        let c = settings(&a).validate(Needs::Serve).unwrap();
+        assert_eq!(
+            c.asg_lifecycle_hook.as_deref(),
+            Some("vf-export-dev1-terminating")
+        );
+        assert_eq!(c.asg_name.as_deref(), Some("vf-export-dev1"));
+        assert_eq!(
+            settings(OK)
+                .validate(Needs::Serve)
+                .unwrap()
+                .asg_lifecycle_hook,
+            None
+        );
     }
 
     #[test]

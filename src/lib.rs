@@ -12,6 +12,7 @@ pub mod encode;
 pub mod error;
 pub mod exports;
 pub mod http;
+pub mod lifecycle;
 pub mod migrate;
 pub mod oneshot;
 pub mod operator;

@@ -1,12 +1,19 @@
 //! Shutdown protocol, held by every task that must react to SIGTERM.
 //!
 //! 1. `drain()` (on SIGTERM): `/heartbeat` answers 503 so the ELB stops
-//!    sending work, and workers stop claiming new exports.
-//! 2. In-flight exports may finish within `DRAIN_TIMEOUT_SECS`.
-//! 3. `hand_back()` when the timeout passes: running exports abort their
-//!    uploads and return to PENDING (the attempt is not counted) so another
-//!    instance resumes them.
+//!    sending work, and workers stop claiming new exports. A resumable
+//!    export (single CSV) is handed back at its next part boundary, its
+//!    upload left open at that checkpoint for the next attempt.
+//! 2. Other in-flight exports (ZIP, several objects) may finish within
+//!    `DRAIN_TIMEOUT_SECS`.
+//! 3. `hand_back()` when the timeout passes: every running export stops
+//!    now and returns to PENDING (the attempt is not counted); a resumable
+//!    one keeps its last checkpoint, the others abort their uploads.
 //! 4. The process exits 0.
+//!
+//! `terminating()` (the instance is being terminated: the lifecycle hook)
+//! is a drain that does not wait for the exports that cannot resume: they
+//! are handed back at once, the resumable ones at their next boundary.
 
 use tokio_util::sync::CancellationToken;
 
@@ -14,6 +21,8 @@ use tokio_util::sync::CancellationToken;
 pub struct Shutdown {
     draining: CancellationToken,
     hand_back: CancellationToken,
+    /// Exports that would restart anyway are handed back now.
+    restartable: CancellationToken,
 }
 
 impl Shutdown {
@@ -28,6 +37,19 @@ impl Shutdown {
     pub fn hand_back(&self) {
         self.draining.cancel();
         self.hand_back.cancel();
+    }
+    /// The instance is going away: drain, and hand back at once what
+    /// cannot resume (the rest at its next part boundary).
+    pub fn terminating(&self) {
+        self.draining.cancel();
+        self.restartable.cancel();
+    }
+    /// Resolves when exports that cannot resume must be handed back.
+    pub async fn releasing_restartable(&self) {
+        tokio::select! {
+            _ = self.restartable.cancelled() => {},
+            _ = self.hand_back.cancelled() => {},
+        }
     }
     pub fn is_draining(&self) -> bool {
         self.draining.is_cancelled()

@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::exports::Registry;
 use crate::http::{self, auth::Auth, AppState};
+use crate::lifecycle::{Termination, Watcher};
 use crate::queue::Queue;
 use crate::shutdown::Shutdown;
 use crate::sink::{sdk_config, Sinks};
@@ -37,6 +38,8 @@ pub struct Application {
     worker: Option<Arc<Worker>>,
     state: AppState,
     cloudwatch: Option<crate::telemetry::cloudwatch::Publisher>,
+    /// The termination lifecycle hook watcher (on EC2 with ASG_LIFECYCLE_HOOK).
+    lifecycle: Option<Watcher>,
 }
 
 impl Application {
@@ -114,6 +117,7 @@ impl Application {
                 hooks,
             })
         });
+        let lifecycle = Watcher::detect(cfg, state.sinks.sdk()).await;
         let listener = TcpListener::bind(("0.0.0.0", cfg.port)).await?;
         Ok(Self {
             listener,
@@ -121,6 +125,7 @@ impl Application {
             worker,
             state,
             cloudwatch,
+            lifecycle,
         })
     }
 
@@ -134,7 +139,8 @@ impl Application {
     }
 
     /// Serve until shutdown: drain → the worker finishes or hands back →
-    /// the HTTP server stops → return.
+    /// (on a termination, the lifecycle action is answered) → the HTTP
+    /// server stops → return.
     pub async fn run(mut self) -> anyhow::Result<()> {
         let shutdown = self.state.shutdown.clone();
         let depth = tokio::spawn(refresh_depth(self.state.clone()));
@@ -143,6 +149,12 @@ impl Application {
             tokio::spawn(cw.run(shutdown.clone()));
         }
         let worker_done = tokio_util::sync::CancellationToken::new();
+        let termination = Termination::default();
+        // Before the worker: an instance already terminating claims nothing.
+        let lifecycle = self
+            .lifecycle
+            .take()
+            .map(|w| w.start(shutdown.clone(), worker_done.clone(), termination.clone()));
         match self.worker.clone() {
             Some(w) => {
                 let (s, done) = (shutdown.clone(), worker_done.clone());
@@ -158,6 +170,8 @@ impl Application {
             async move {
                 s.draining().await;
                 done.cancelled().await;
+                // /heartbeat keeps answering 503 until the group is told.
+                termination.settled().await;
             }
         };
         tracing::info!(port = self.port(), "listening");
@@ -166,6 +180,9 @@ impl Application {
             .await?;
         depth.abort();
         ping.abort();
+        if let Some(l) = lifecycle {
+            l.abort();
+        }
         tracing::info!("stopped");
         Ok(())
     }

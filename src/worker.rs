@@ -363,6 +363,11 @@ impl Worker {
             }
             (None, _) => None,
         };
+        // Until this attempt opens its object, a checkpoint it was handed
+        // stays the next attempt's.
+        progress
+            .kept_upload
+            .store(resume.is_some(), Ordering::Relaxed);
         let campaign = self
             .store
             .campaign(&rec.campaign_id)
@@ -447,6 +452,7 @@ impl Worker {
             shutdown,
             resume: std::sync::Mutex::new(resume),
             metrics: &self.metrics,
+            parted: Default::default(),
         };
         let result = produce(ty.as_ref(), &src, &outputs, progress).await;
         renewal.stop().await;
@@ -484,6 +490,8 @@ struct QueuedOutputs<'a> {
     /// first resumable object opened).
     resume: std::sync::Mutex<Option<(UploadRef, Checkpoint)>>,
     metrics: &'a Metrics,
+    /// A resumable object is open.
+    parted: std::sync::atomic::AtomicBool,
 }
 
 impl QueuedOutputs<'_> {
@@ -546,6 +554,7 @@ impl QueuedOutputs<'_> {
             }
             Err(SinkError::Resume(why)) => {
                 tracing::warn!(reason = %why, "the checkpoint cannot be continued: starting the export again");
+                self.progress.kept_upload.store(false, Ordering::Relaxed);
                 self.s3.sinks.abort_orphan(&up).await?;
                 if !self.queue.drop_checkpoint(self.id, self.owner).await? {
                     return Err(ExportError::LeaseLost);
@@ -615,6 +624,7 @@ impl Outputs for QueuedOutputs<'_> {
             .destination(dest)
             .await
             .map_err(|e| e.with_role(role))?;
+        self.parted.store(true, Ordering::Relaxed);
         let left = self.resume.lock().expect("not poisoned").take();
         if let Some((up, cp)) = left {
             if let Some(p) = self.continue_upload(&d, spec, up, cp).await? {
@@ -670,9 +680,19 @@ impl Outputs for QueuedOutputs<'_> {
         )
     }
     async fn stopped(&self) -> ExportError {
+        // A run that cannot resume is handed back as soon as the instance
+        // is going away; a resumable one stops at its next part boundary
+        // (its CSV writer watches the drain), or now after the drain timeout.
+        let restartable = async {
+            self.shutdown.releasing_restartable().await;
+            if self.parted.load(Ordering::Relaxed) {
+                std::future::pending::<()>().await;
+            }
+        };
         tokio::select! {
             _ = self.lost.cancelled() => ExportError::LeaseLost,
             _ = self.shutdown.handing_back() => ExportError::Drained,
+            _ = restartable => ExportError::Drained,
         }
     }
     async fn read(&self, obj: &Uploaded) -> Result<BoxRead, ExportError> {

@@ -10,41 +10,21 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::procs::{csv_records, env_for, seed, Proc};
-use common::{token_with, TestApp};
-use mongodb::bson::{doc, oid::ObjectId, Bson, Document};
+use common::procs::{
+    assert_handed_back, csv_records, env_for, export_doc, post_export, rows_written, seed, Proc,
+};
+use common::TestApp;
+use mongodb::bson::{doc, Document};
 use serde_json::{json, Value};
 
 const ENTRIES: u64 = 30_000;
 const GUARD: Duration = Duration::from_secs(90);
 
-async fn raw(app: &TestApp, id: &str) -> Document {
-    app.db
-        .collection::<Document>("exports")
-        .find_one(doc! { "_id": ObjectId::parse_str(id).unwrap() })
-        .await
-        .unwrap()
-        .unwrap()
-}
-
-fn rows_written(d: &Document) -> i64 {
-    // Int32 or Int64: the stand-in does not keep the width.
-    match d
-        .get_document("progress")
-        .ok()
-        .and_then(|p| p.get("rowsWritten"))
-    {
-        Some(Bson::Int64(n)) => *n,
-        Some(Bson::Int32(n)) => *n as i64,
-        _ => 0,
-    }
-}
-
 /// Wait until the export is TRIGGERED, its upload open and rows flowing.
 async fn wait_running(app: &TestApp, id: &str) -> Document {
     let t0 = Instant::now();
     loop {
-        let d = raw(app, id).await;
+        let d = export_doc(app, id).await;
         if d.get_str("status") == Ok("TRIGGERED")
             && d.get("upload").is_some()
             && rows_written(&d) > 0
@@ -113,22 +93,6 @@ fn zip_reader(body: &[u8]) -> impl std::io::Read + '_ {
     flate2::read::DeflateDecoder::new(&body[30 + name_len + extra_len..])
 }
 
-async fn post(http: &reqwest::Client, base: &str, cid: &str, body: Value) -> String {
-    let tok = token_with("u42", &[(cid, &["REPORT"])], false, 3600);
-    let r = http
-        .post(format!("{base}/campaigns/{cid}/exports"))
-        .bearer_auth(tok)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
 /// SIGTERM while an export runs: /heartbeat turns 503 (error shape), the
 /// queued export is not claimed, the running one finishes, exit 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,16 +117,10 @@ async fn sigterm_lets_the_running_export_finish() {
     let hb = format!("{base}/heartbeat");
     assert_eq!(http.get(&hb).send().await.unwrap().status(), 200);
 
-    let running = post(
-        &http,
-        &base,
-        cid,
-        json!({ "exportType": "promoterEmailOptIn" }),
-    )
-    .await;
+    let running = post_export(&http, &base, cid, json!({ "exportType": "promoterEmailOptIn" })).await;
     wait_running(&app, &running).await;
     // Queued behind the running one (one slot): must stay queued.
-    let queued = post(
+    let queued = post_export(
         &http,
         &base,
         cid,
@@ -186,7 +144,10 @@ async fn sigterm_lets_the_running_export_finish() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // The export is still running while the heartbeat says 503.
-    assert_eq!(raw(&app, &running).await.get_str("status"), Ok("TRIGGERED"));
+    assert_eq!(
+        export_doc(&app, &running).await.get_str("status"),
+        Ok("TRIGGERED")
+    );
 
     let status = serve.wait_exit(Duration::from_secs(150)).await;
     assert_eq!(status.code(), Some(0), "{}", serve.stderr_text());
@@ -196,7 +157,7 @@ async fn sigterm_lets_the_running_export_finish() {
     let body = app.download(v["path"].as_str().unwrap()).await;
     assert_eq!(zip_rows(&body), ENTRIES);
     // No new claim during the drain.
-    let q = raw(&app, &queued).await;
+    let q = export_doc(&app, &queued).await;
     assert_eq!(q.get_str("status"), Ok("PENDING"), "{q}");
     assert_eq!(q.get_i32("attempts"), Ok(0));
     assert_eq!(app.open_uploads(&app.buckets.exports).await, 0);
@@ -227,13 +188,7 @@ async fn sigterm_after_the_drain_timeout_hands_the_export_back() {
     let mut serve = Proc::spawn("serve", &env, dir.path(), "serve");
     let base = serve.base().await;
     let http = reqwest::Client::new();
-    let id = post(
-        &http,
-        &base,
-        cid,
-        json!({ "exportType": "promoterEmailOptIn" }),
-    )
-    .await;
+    let id = post_export(&http, &base, cid, json!({ "exportType": "promoterEmailOptIn" })).await;
     let before = wait_running(&app, &id).await;
     assert_eq!(before.get_i32("attempts"), Ok(1));
     let upload_key = before
@@ -246,22 +201,12 @@ async fn sigterm_after_the_drain_timeout_hands_the_export_back() {
     serve.term();
     let status = serve.wait_exit(Duration::from_secs(60)).await;
     assert_eq!(status.code(), Some(0), "{}", serve.stderr_text());
-    let d = raw(&app, &id).await;
+    let d = export_doc(&app, &id).await;
     assert!(
         rows_written(&d) < ENTRIES as i64,
         "the export finished before the drain timeout: make it longer"
     );
-    assert_eq!(d.get_str("status"), Ok("PENDING"), "{d}");
-    assert_eq!(d.get_i32("attempts"), Ok(0), "a drain must not count: {d}");
-    for f in ["lease", "upload"] {
-        assert!(d.get(f).is_none(), "{f} left on the export: {d}");
-    }
-    assert!(d.get("activeKey").is_some(), "still active (dedupe): {d}");
-    assert_eq!(app.open_uploads(&app.buckets.exports).await, 0);
-    assert!(!app
-        .object_keys(&app.buckets.exports)
-        .await
-        .contains(&upload_key));
+    assert_handed_back(&app, &d, &upload_key).await;
     let logs = serve.stdout_text();
     assert!(logs.contains("handed back to the queue"), "{logs}");
 
@@ -270,7 +215,7 @@ async fn sigterm_after_the_drain_timeout_hands_the_export_back() {
     let v = next.wait_done(cid, &id, GUARD).await;
     assert_eq!(v["status"], "FINISHED", "{v}");
     assert_eq!(v["count"], ENTRIES);
-    assert_eq!(raw(&app, &id).await.get_i32("attempts"), Ok(1));
+    assert_eq!(export_doc(&app, &id).await.get_i32("attempts"), Ok(1));
     let body = app.download(v["path"].as_str().unwrap()).await;
     assert_eq!(zip_rows(&body), ENTRIES);
     assert_eq!(app.open_uploads(&app.buckets.exports).await, 0);

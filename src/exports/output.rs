@@ -435,6 +435,10 @@ impl Ledger<'_> {
                 };
             }
         }
+        if self.parted {
+            // Aborted: no checkpoint is left for a next attempt.
+            self.progress.kept_upload.store(false, Ordering::Relaxed);
+        }
         let cause = self.abort_open().await;
         if !self.done.is_empty() && !self.outputs.still_owner().await {
             tracing::warn!(

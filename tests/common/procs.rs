@@ -313,3 +313,77 @@ impl Drop for Nx {
         self.kill9();
     }
 }
+
+/// The export's document as stored (status, attempts, lease, upload,
+/// progress): what the reliability tests check after a kill or a drain.
+pub async fn export_doc(app: &TestApp, id: &str) -> mongodb::bson::Document {
+    app.db
+        .collection::<mongodb::bson::Document>("exports")
+        .find_one(
+            mongodb::bson::doc! { "_id": mongodb::bson::oid::ObjectId::parse_str(id).unwrap() },
+        )
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// `progress.rowsWritten` of an export document (0 before any progress).
+pub fn rows_written(d: &mongodb::bson::Document) -> i64 {
+    use mongodb::bson::Bson;
+    // Int32 or Int64: the stand-in does not keep the width.
+    match d
+        .get_document("progress")
+        .ok()
+        .and_then(|p| p.get("rowsWritten"))
+    {
+        Some(Bson::Int64(n)) => *n,
+        Some(Bson::Int32(n)) => *n as i64,
+        _ => 0,
+    }
+}
+
+/// POST an export to the process at `base` as a reporter of `cid`; the new
+/// export's id (201 expected).
+pub async fn post_export(
+    http: &reqwest::Client,
+    base: &str,
+    cid: &str,
+    body: serde_json::Value,
+) -> String {
+    let tok = super::token_with("u42", &[(cid, &["REPORT"])], false, 3600);
+    let r = http
+        .post(format!("{base}/campaigns/{cid}/exports"))
+        .bearer_auth(tok)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    r.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// An export handed back to the queue (on a drain timeout or a
+/// termination): PENDING, the attempt not counted, no lease or upload left,
+/// still active for dedupe, its multipart upload aborted and nothing under
+/// `upload_key`.
+pub async fn assert_handed_back(app: &TestApp, d: &mongodb::bson::Document, upload_key: &str) {
+    assert_eq!(d.get_str("status"), Ok("PENDING"), "{d}");
+    assert_eq!(
+        d.get_i32("attempts"),
+        Ok(0),
+        "a hand-back must not count: {d}"
+    );
+    for f in ["lease", "upload"] {
+        assert!(d.get(f).is_none(), "{f} left on the export: {d}");
+    }
+    assert!(d.get("activeKey").is_some(), "still active (dedupe): {d}");
+    assert_eq!(app.open_uploads(&app.buckets.exports).await, 0);
+    assert!(!app
+        .object_keys(&app.buckets.exports)
+        .await
+        .iter()
+        .any(|k| k == upload_key));
+}

@@ -592,11 +592,7 @@ fn launch_template_requires_imdsv2_encrypts_root_and_boots_the_cloud_config() {
         path_str(&s.strings_raw(must_attr(ami, "owners"))[0]),
         "var.flatcar_ami_owner"
     );
-    let name_filter = sub_blocks(ami, "filter")
-        .into_iter()
-        .find(|f| s.str_attr(f, "name") == "name")
-        .expect("AMI name filter");
-    let values = hcl::format::to_string(must_attr(name_filter, "values")).unwrap();
+    let values = ami_name_filter(&s);
     assert!(
         values.contains("Flatcar-"),
         "AMI name filter must select Flatcar: {values}"
@@ -826,13 +822,7 @@ fn assume_role_only_on_the_sfmc_and_tmol_roles() {
 fn put_metric_data_is_limited_to_the_service_namespace() {
     let s = Stack::module_only();
     let doc = s.data("aws_iam_policy_document", "this");
-    let st = sub_blocks(doc, "statement")
-        .into_iter()
-        .find(|st| {
-            s.strings(must_attr(st, "actions"))
-                .contains(&"cloudwatch:PutMetricData".to_string())
-        })
-        .expect("PutMetricData statement");
+    let st = statement_granting(&s, doc, "cloudwatch:PutMetricData");
     let cond = one_block(st, "condition");
     assert_eq!(s.str_attr(cond, "test"), "StringEquals");
     assert_eq!(s.str_attr(cond, "variable"), "cloudwatch:namespace");
@@ -1171,6 +1161,848 @@ fn host_units_carry_the_ops_numbers() {
         assert!(
             cc.contains(&format!("- name: {unit}")),
             "cloud-config does not install {unit}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Rollouts, the termination lifecycle hook, the image repository, and what
+// the infrastructure takes from the binary (issue 15). The cloud-config is
+// rendered per environment the way terraform's templatefile() would
+// (hcl-rs evaluates the module's locals with the environment's variables),
+// and the env file it writes is validated by the binary's own Settings.
+// ---------------------------------------------------------------------------
+
+use clap::{CommandFactory, FromArgMatches};
+use hcl::eval::{Context, Evaluate, FuncArgs, FuncDef, ParamType};
+use hcl::Value;
+use vf_export::config::{Cli, Settings};
+use vf_export::telemetry::cloudwatch;
+
+/// The margin of the hook's heartbeat over the drain timeout (time to hand
+/// back and to complete the action).
+const HEARTBEAT_MARGIN_SECS: u64 = 60;
+/// Variables that must come from SSM, never from the rendered env file
+/// (config.md: `*_FILE` forms included).
+const SECRET_VARS: [&str; 6] = [
+    "MONGODB_URI",
+    "MONGODB_URI_FILE",
+    "JWT_SECRET",
+    "JWT_SECRET_FILE",
+    "JWT_PUBLIC_KEY",
+    "JWT_PUBLIC_KEY_FILE",
+];
+
+fn arg_str(args: &FuncArgs, i: usize) -> Result<&str, String> {
+    args[i]
+        .as_str()
+        .ok_or_else(|| format!("argument {i} must be a string"))
+}
+
+fn tf_file(args: FuncArgs) -> Result<Value, String> {
+    let path = arg_str(&args, 0)?;
+    fs::read_to_string(path)
+        .map(Value::from)
+        .map_err(|e| format!("{path}: {e}"))
+}
+
+fn tf_templatefile(args: FuncArgs) -> Result<Value, String> {
+    let path = arg_str(&args, 0)?;
+    let text = fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    let template: hcl::Template = text.parse().map_err(|e| format!("{path}: {e}"))?;
+    let mut ctx = tf_functions();
+    for (k, v) in args[1].as_object().ok_or("vars must be an object")? {
+        ctx.declare_var(k.as_str(), v.clone());
+    }
+    template
+        .evaluate(&ctx)
+        .map(Value::from)
+        .map_err(|e| format!("{path}: {e}"))
+}
+
+/// terraform's indent(): every line but the first gets `n` spaces.
+fn tf_indent(args: FuncArgs) -> Result<Value, String> {
+    let n = args[0].as_u64().ok_or("indent needs a number")? as usize;
+    let text = arg_str(&args, 1)?;
+    Ok(text.replace('\n', &format!("\n{}", " ".repeat(n))).into())
+}
+
+fn tf_element(args: FuncArgs) -> Result<Value, String> {
+    let list = args[0].as_array().ok_or("element needs a list")?;
+    let i = args[1].as_u64().ok_or("element needs an index")? as usize;
+    Ok(list[i % list.len()].clone())
+}
+
+fn tf_split(args: FuncArgs) -> Result<Value, String> {
+    let (sep, text) = (arg_str(&args, 0)?, arg_str(&args, 1)?);
+    Ok(text.split(sep).map(Value::from).collect())
+}
+
+fn tf_join(args: FuncArgs) -> Result<Value, String> {
+    let sep = arg_str(&args, 0)?;
+    let items: Vec<&str> = args[1]
+        .as_array()
+        .ok_or("join needs a list")?
+        .iter()
+        .map(|v| v.as_str().ok_or("join needs strings"))
+        .collect::<Result<_, _>>()?;
+    Ok(items.join(sep).into())
+}
+
+fn tf_merge(args: FuncArgs) -> Result<Value, String> {
+    let mut out = hcl::Map::new();
+    for a in args.iter() {
+        out.extend(a.as_object().ok_or("merge needs objects")?.clone());
+    }
+    Ok(Value::Object(out))
+}
+
+fn tf_title(args: FuncArgs) -> Result<Value, String> {
+    let text = arg_str(&args, 0)?;
+    let mut chars = text.chars();
+    Ok(chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect::<String>())
+        .unwrap_or_default()
+        .into())
+}
+
+fn tf_startswith(args: FuncArgs) -> Result<Value, String> {
+    Ok(arg_str(&args, 0)?.starts_with(arg_str(&args, 1)?).into())
+}
+
+/// The terraform functions the module's locals and the template use.
+fn tf_functions() -> Context<'static> {
+    let mut ctx = Context::new();
+    let any = |n: usize| FuncDef::builder().params(vec![ParamType::Any; n]);
+    ctx.declare_func("file", any(1).build(tf_file));
+    ctx.declare_func("templatefile", any(2).build(tf_templatefile));
+    ctx.declare_func("indent", any(2).build(tf_indent));
+    ctx.declare_func("element", any(2).build(tf_element));
+    ctx.declare_func("split", any(2).build(tf_split));
+    ctx.declare_func("join", any(2).build(tf_join));
+    ctx.declare_func("title", any(1).build(tf_title));
+    ctx.declare_func("startswith", any(2).build(tf_startswith));
+    ctx.declare_func(
+        "merge",
+        FuncDef::builder()
+            .variadic_param(ParamType::Any)
+            .build(tf_merge),
+    );
+    ctx
+}
+
+fn object<const N: usize>(entries: [(&str, Value); N]) -> Value {
+    entries
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+}
+
+/// One environment's module, evaluated: `var.*` from its tfvars and the
+/// module defaults, `local.*` as terraform computes them, data sources and
+/// the ECR repository URL in the shape AWS gives them.
+struct Evaluated {
+    ctx: Context<'static>,
+    locals: hcl::Map<String, Value>,
+}
+
+impl Evaluated {
+    fn new(s: &Stack) -> Evaluated {
+        let mut vars = hcl::Map::new();
+        for v in s.module.iter().filter(|b| b.identifier() == "variable") {
+            let name = labels(v)[0];
+            if let Some(e) = s.var_value_opt(name) {
+                let value = e
+                    .evaluate(&Context::new())
+                    .unwrap_or_else(|err| panic!("{}: var.{name}: {err}", s.name()));
+                vars.insert(name.to_string(), value);
+            }
+        }
+        let account = s
+            .env_vars
+            .get("aws_account_id")
+            .map(|a| s.string(a))
+            .expect("the environment's aws_account_id");
+        let base = |locals: &hcl::Map<String, Value>| {
+            let mut ctx = tf_functions();
+            ctx.declare_var("var", Value::Object(vars.clone()));
+            ctx.declare_var("local", Value::Object(locals.clone()));
+            let current = |k: &str, v: &str| object([("current", object([(k, v.into())]))]);
+            ctx.declare_var(
+                "data",
+                object([
+                    ("aws_region", current("name", "us-east-1")),
+                    ("aws_partition", current("partition", "aws")),
+                    ("aws_caller_identity", current("account_id", &account)),
+                    (
+                        "aws_ami",
+                        object([(
+                            "flatcar",
+                            vec![object([("id", "ami-0123456789abcdef0".into())])].into(),
+                        )]),
+                    ),
+                ]),
+            );
+            let module = repo().join("terraform/modules/vf-export");
+            ctx.declare_var(
+                "path",
+                object([("module", module.display().to_string().into())]),
+            );
+            if let Some(name) = locals.get("name").and_then(Value::as_str) {
+                let url = format!("{account}.dkr.ecr.us-east-1.amazonaws.com/{name}");
+                ctx.declare_var(
+                    "aws_ecr_repository",
+                    object([("this", object([("repository_url", url.into())]))]),
+                );
+            }
+            ctx
+        };
+        // Locals refer to locals: evaluate until nothing more resolves.
+        let exprs: Vec<(String, Expression)> = s
+            .module
+            .iter()
+            .filter(|b| b.identifier() == "locals")
+            .flat_map(|b| b.body().attributes())
+            .map(|a| (a.key().to_string(), a.expr().clone()))
+            .collect();
+        let mut locals = hcl::Map::new();
+        let mut errors = BTreeMap::new();
+        loop {
+            let ctx = base(&locals);
+            let before = locals.len();
+            for (k, e) in &exprs {
+                if locals.contains_key(k) {
+                    continue;
+                }
+                match e.evaluate(&ctx) {
+                    Ok(v) => {
+                        locals.insert(k.clone(), v);
+                    }
+                    Err(err) => {
+                        errors.insert(k.clone(), err.to_string());
+                    }
+                }
+            }
+            if locals.len() == before {
+                break;
+            }
+        }
+        assert!(
+            locals.contains_key("user_data"),
+            "{}: local.user_data does not render: {errors:?}",
+            s.name()
+        );
+        Evaluated {
+            ctx: base(&locals),
+            locals,
+        }
+    }
+
+    fn value(&self, expr: &Expression) -> Value {
+        expr.evaluate(&self.ctx)
+            .unwrap_or_else(|e| panic!("{}: {e}", path_str(expr)))
+    }
+
+    fn string(&self, expr: &Expression) -> String {
+        match self.value(expr) {
+            Value::String(s) => s,
+            other => panic!("{}: expected a string, got {other:?}", path_str(expr)),
+        }
+    }
+
+    fn user_data(&self) -> &str {
+        self.locals["user_data"].as_str().expect("user_data string")
+    }
+}
+
+/// The body of a `write_files` entry of the rendered cloud-config (a
+/// `content: |` block scalar).
+fn written_file(yaml: &str, path: &str) -> String {
+    let lines: Vec<&str> = yaml.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.trim() == format!("- path: {path}"))
+        .unwrap_or_else(|| panic!("cloud-config writes no {path}"));
+    let key = (start + 1..lines.len())
+        .find(|&i| lines[i].trim() == "content: |")
+        .unwrap_or_else(|| panic!("{path}: no content: | block"));
+    let indent_of = |l: &str| l.len() - l.trim_start().len();
+    let key_indent = indent_of(lines[key]);
+    let body: Vec<&str> = lines[key + 1..]
+        .iter()
+        .take_while(|l| l.trim().is_empty() || indent_of(l) > key_indent)
+        .copied()
+        .collect();
+    let block_indent = body
+        .iter()
+        .find(|l| !l.trim().is_empty())
+        .map(|l| indent_of(l))
+        .unwrap_or(0);
+    body.iter()
+        .map(|l| l.get(block_indent..).unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `KEY=value` lines of an env file.
+fn env_lines(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (k, v) = l
+                .split_once('=')
+                .unwrap_or_else(|| panic!("not KEY=value: {l}"));
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+/// The binary's variables: `serve`'s clap arguments by environment name,
+/// with their long flag.
+fn serve_variables() -> BTreeMap<String, String> {
+    let cli = Cli::command();
+    let serve = cli.find_subcommand("serve").expect("serve subcommand");
+    serve
+        .get_arguments()
+        .filter_map(|a| {
+            Some((
+                a.get_env()?.to_str()?.to_string(),
+                a.get_long()?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// `vf-export serve` validated with exactly `env` (flags; the test
+/// process's own environment is ignored), as `Settings::validate` does at
+/// start.
+fn validate_serve(
+    env: &BTreeMap<String, String>,
+) -> Result<vf_export::config::Config, vf_export::config::ConfigError> {
+    let flags = serve_variables();
+    let cli = Cli::command().mut_subcommand("serve", |sub| {
+        let ids: Vec<clap::Id> = sub.get_arguments().map(|a| a.get_id().clone()).collect();
+        ids.into_iter().fold(sub, |sub, id| {
+            sub.mut_arg(id, |a| a.env(None::<&'static str>))
+        })
+    });
+    let mut argv = vec!["vf-export".to_string(), "serve".to_string()];
+    for (k, v) in env {
+        argv.push(format!("--{}", flags[k]));
+        argv.push(v.clone());
+    }
+    let matches = cli.try_get_matches_from(argv).expect("flags parse");
+    let sub = matches.subcommand_matches("serve").expect("serve");
+    Settings::from_arg_matches(sub)
+        .expect("settings")
+        .validate(vf_export::config::Needs::Serve)
+}
+
+/// Whether the binary's code names `KEY` (variables read outside clap, such
+/// as RUST_LOG).
+fn read_by_the_binary(key: &str) -> bool {
+    let mut files = Vec::new();
+    fn rs_files(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                rs_files(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    rs_files(&repo().join("src"), &mut files);
+    let needle = format!("\"{key}\"");
+    files
+        .iter()
+        .any(|f| fs::read_to_string(f).unwrap().contains(&needle))
+}
+
+/// The values of the Flatcar AMI's name filter, as written.
+fn ami_name_filter(s: &Stack) -> String {
+    let ami = s.data("aws_ami", "flatcar");
+    let name_filter = sub_blocks(ami, "filter")
+        .into_iter()
+        .find(|f| s.str_attr(f, "name") == "name")
+        .expect("AMI name filter");
+    hcl::format::to_string(must_attr(name_filter, "values")).unwrap()
+}
+
+/// The statement of a policy document that grants `action`.
+fn statement_granting<'a>(s: &Stack, doc: &'a Block, action: &str) -> &'a Block {
+    sub_blocks(doc, "statement")
+        .into_iter()
+        .find(|st| {
+            s.strings(must_attr(st, "actions"))
+                .iter()
+                .any(|a| a == action)
+        })
+        .unwrap_or_else(|| panic!("no statement grants {action}"))
+}
+
+/// The host side: the units and their helper.
+fn host_files() -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    for dir in ["systemd", "systemd/bin"] {
+        for e in fs::read_dir(repo().join(dir)).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_file() {
+                let text = fs::read_to_string(&p).unwrap();
+                out.push((p, text));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_rendered_env_file_is_what_serve_requires_and_names_what_the_alarms_filter_on() {
+    let binary = serve_variables();
+    let host = host_files();
+    for env in ENVIRONMENTS {
+        let s = Stack::for_env(env);
+        let m = Evaluated::new(&s);
+        let file = env_lines(&written_file(m.user_data(), "/etc/vf-export.env"));
+
+        // No secret in user data; every other line is for the binary or
+        // for a unit (no misspelt variable silently ignored).
+        for k in SECRET_VARS {
+            assert!(!file.contains_key(k), "{env}: secret {k} in user data");
+        }
+        for k in file.keys() {
+            let for_binary = binary.contains_key(k) || read_by_the_binary(k);
+            let for_units = host.iter().any(|(_, text)| {
+                text.contains(&format!("${{{k}}}"))
+                    || text.contains(&format!("${{{k}:"))
+                    || text.contains(&format!("${k}"))
+            });
+            assert!(
+                for_binary || for_units,
+                "{env}: /etc/vf-export.env sets {k}, which neither the binary nor a unit reads"
+            );
+        }
+
+        // The binary's own validation says what serve requires: with the
+        // file, only secrets (from SSM at start) may be missing.
+        let mut given: BTreeMap<String, String> = file
+            .iter()
+            .filter(|(k, _)| binary.contains_key(*k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let cfg = loop {
+            match validate_serve(&given) {
+                Ok(cfg) => break cfg,
+                Err(e) => {
+                    assert!(
+                        SECRET_VARS.contains(&e.var) && !given.contains_key(e.var),
+                        "{env}: the env file terraform renders does not satisfy serve: {e}"
+                    );
+                    let stand_in = match e.var {
+                        "MONGODB_URI" => "mongodb://mongo.internal:27017/",
+                        _ => "a-secret-from-ssm",
+                    };
+                    given.insert(e.var.to_string(), stand_in.to_string());
+                }
+            }
+        };
+
+        // The group, its hook and the namespace the binary will use are
+        // the ones terraform creates and alarms on.
+        let asg = s.resource("aws_autoscaling_group", "this");
+        let asg_name = m.string(must_attr(asg, "name"));
+        assert_eq!(cfg.asg_name.as_deref(), Some(asg_name.as_str()), "{env}");
+        let hook = s.resource("aws_autoscaling_lifecycle_hook", "terminating");
+        assert_eq!(
+            cfg.asg_lifecycle_hook.as_deref(),
+            Some(m.string(must_attr(hook, "name")).as_str()),
+            "{env}: ASG_LIFECYCLE_HOOK"
+        );
+        let heartbeat = s.num_attr(hook, "heartbeat_timeout") as u64;
+        assert!(
+            heartbeat >= cfg.drain_timeout.as_secs() + HEARTBEAT_MARGIN_SECS,
+            "{env}: hook heartbeat {heartbeat} s must cover DRAIN_TIMEOUT_SECS {} s + {HEARTBEAT_MARGIN_SECS} s",
+            cfg.drain_timeout.as_secs()
+        );
+        let namespace = cfg
+            .cloudwatch_namespace
+            .clone()
+            .expect("CLOUDWATCH_NAMESPACE set");
+        let mut service_alarms = 0;
+        for alarm in s.module.iter().filter(|b| {
+            b.identifier() == "resource" && labels(b)[0] == "aws_cloudwatch_metric_alarm"
+        }) {
+            if m.string(must_attr(alarm, "namespace")) != namespace {
+                continue;
+            }
+            service_alarms += 1;
+            let ctx = format!("{env}: alarm {:?}", labels(alarm));
+            let metric = m.string(must_attr(alarm, "metric_name"));
+            assert!(
+                [
+                    cloudwatch::BACKLOG,
+                    cloudwatch::IN_FLIGHT,
+                    cloudwatch::BACKLOG_AGE
+                ]
+                .contains(&metric.as_str()),
+                "{ctx}: metric {metric} is not one the binary publishes"
+            );
+            let Expression::Object(dims) = must_attr(alarm, "dimensions") else {
+                panic!("{ctx}: dimensions must be an object")
+            };
+            let dims: Vec<(String, String)> = dims
+                .iter()
+                .map(|(k, v)| {
+                    let key = match k {
+                        ObjectKey::Identifier(i) => i.as_str().to_string(),
+                        ObjectKey::Expression(e) => m.string(e),
+                        other => panic!("{ctx}: dimension key {other:?}"),
+                    };
+                    (key, path_str(v))
+                })
+                .collect();
+            assert_eq!(
+                dims,
+                [(
+                    cloudwatch::DIMENSION.to_string(),
+                    "aws_autoscaling_group.this.name".to_string()
+                )],
+                "{ctx}: the binary publishes exactly the {} dimension",
+                cloudwatch::DIMENSION
+            );
+        }
+        assert!(
+            service_alarms > 0,
+            "{env}: no alarm on the service's namespace"
+        );
+        assert_eq!(cfg.port, 8080, "{env}: the ELB sends to 8080");
+    }
+}
+
+#[test]
+fn the_termination_lifecycle_hook_is_answered_by_the_service_of_its_own_group() {
+    let s = Stack::module_only();
+    let hook = s.resource("aws_autoscaling_lifecycle_hook", "terminating");
+    assert_eq!(
+        s.str_attr(hook, "lifecycle_transition"),
+        "autoscaling:EC2_INSTANCE_TERMINATING"
+    );
+    assert_eq!(s.str_attr(hook, "default_result"), "CONTINUE");
+    assert_eq!(
+        path_str(must_attr(hook, "autoscaling_group_name")),
+        "aws_autoscaling_group.this.name"
+    );
+    assert_eq!(
+        path_str(must_attr(hook, "name")),
+        "local.lifecycle_hook_name"
+    );
+    for st in stacks() {
+        let h = st.resource("aws_autoscaling_lifecycle_hook", "terminating");
+        let heartbeat = st.num_attr(h, "heartbeat_timeout");
+        // DRAIN_TIMEOUT_SECS=540 (cloud-config; the rendered env is checked
+        // against the hook above) + the margin.
+        assert!(heartbeat >= 600.0, "{}: heartbeat {heartbeat}", st.name());
+    }
+    // The group's name is known without the group (no dependency cycle with
+    // the instance policy): the ASG, the env file and the IAM ARN use it.
+    assert_eq!(
+        path_str(must_attr(
+            s.resource("aws_autoscaling_group", "this"),
+            "name"
+        )),
+        "local.asg_name"
+    );
+    let doc = s.data("aws_iam_policy_document", "this");
+    let complete: Vec<&Block> = sub_blocks(doc, "statement")
+        .into_iter()
+        .filter(|st| {
+            s.strings(must_attr(st, "actions"))
+                .iter()
+                .any(|a| a.starts_with("autoscaling:") && !a.starts_with("autoscaling:Describe"))
+        })
+        .collect();
+    assert_eq!(complete.len(), 1, "one statement may change the group");
+    let st = complete[0];
+    assert_eq!(
+        s.strings(must_attr(st, "actions")),
+        ["autoscaling:CompleteLifecycleAction"]
+    );
+    let resources = s.strings_raw(must_attr(st, "resources"));
+    assert_eq!(
+        resources.iter().map(path_str).collect::<Vec<_>>(),
+        ["local.asg_arn"],
+        "CompleteLifecycleAction only on the group's own ARN"
+    );
+    let arn = hcl::format::to_string(s.local("asg_arn")).unwrap();
+    assert!(
+        arn.contains(":autoscaling:")
+            && arn
+                .trim_end()
+                .ends_with(":autoScalingGroupName/${local.asg_name}\""),
+        "{arn}"
+    );
+    for env in ENVIRONMENTS {
+        let e = Stack::for_env(env);
+        let m = Evaluated::new(&e);
+        let arn = m.locals["asg_arn"].as_str().unwrap().to_string();
+        let account = e.string(&e.env_vars["aws_account_id"]);
+        assert_eq!(
+            arn,
+            format!("arn:aws:autoscaling:us-east-1:{account}:autoScalingGroup:*:autoScalingGroupName/vf-export-{env}")
+        );
+    }
+    // Metadata tags on (the binary's fallback for the group's name); IMDSv2.
+    let md = one_block(
+        s.resource("aws_launch_template", "this"),
+        "metadata_options",
+    );
+    assert_eq!(s.str_attr(md, "instance_metadata_tags"), "enabled");
+    assert_eq!(s.str_attr(md, "http_tokens"), "required");
+}
+
+#[test]
+fn the_image_comes_from_an_immutable_scanned_encrypted_repository_with_a_lifecycle_policy() {
+    let s = Stack::module_only();
+    let repo_block = s.resource("aws_ecr_repository", "this");
+    assert_eq!(s.str_attr(repo_block, "image_tag_mutability"), "IMMUTABLE");
+    assert_eq!(
+        must_attr(
+            one_block(repo_block, "image_scanning_configuration"),
+            "scan_on_push"
+        ),
+        &Expression::Bool(true)
+    );
+    assert_eq!(
+        s.str_attr(
+            one_block(repo_block, "encryption_configuration"),
+            "encryption_type"
+        ),
+        "KMS"
+    );
+    assert_eq!(
+        must_attr(repo_block, "force_delete"),
+        &Expression::Bool(false)
+    );
+    assert_eq!(path_str(must_attr(repo_block, "name")), "local.name");
+
+    let policy = s.resource("aws_ecr_lifecycle_policy", "this");
+    assert_eq!(
+        path_str(must_attr(policy, "repository")),
+        "aws_ecr_repository.this.name"
+    );
+    let Expression::FuncCall(json) = must_attr(policy, "policy") else {
+        panic!("policy must be jsonencode(...)")
+    };
+    assert_eq!(json.name.name.as_str(), "jsonencode");
+    let rules = hcl::format::to_string(&json.args[0]).unwrap();
+    assert!(
+        rules.contains("imageCountMoreThan") && rules.contains("var.ecr_keep_images"),
+        "the lifecycle policy keeps the newest ecr_keep_images images: {rules}"
+    );
+    let keep = s.num(&s.var_value("ecr_keep_images"));
+    assert!(keep >= 10.0, "ecr_keep_images {keep}: room to roll back");
+
+    // The instances may pull from it; the image reference is built from it.
+    let doc = s.data("aws_iam_policy_document", "this");
+    let pull = statement_granting(&s, doc, "ecr:BatchGetImage");
+    let resources = hcl::format::to_string(must_attr(pull, "resources")).unwrap();
+    assert!(
+        resources.contains("aws_ecr_repository.this.arn"),
+        "{resources}"
+    );
+    let image = hcl::format::to_string(s.local("vf_export_image")).unwrap();
+    assert!(
+        image.contains("aws_ecr_repository.this.repository_url"),
+        "{image}"
+    );
+    for env in ENVIRONMENTS {
+        let e = Stack::for_env(env);
+        let m = Evaluated::new(&e);
+        let tag = e.string(&e.var_value("vf_export_image_tag"));
+        assert_ne!(tag, "latest", "{env}");
+        let image = m.locals["vf_export_image"].as_str().unwrap().to_string();
+        let account = e.string(&e.env_vars["aws_account_id"]);
+        assert_eq!(
+            image,
+            format!("{account}.dkr.ecr.us-east-1.amazonaws.com/vf-export-{env}:{tag}")
+        );
+        let file = env_lines(&written_file(m.user_data(), "/etc/vf-export.env"));
+        assert_eq!(
+            file["VF_EXPORT_IMAGE"], image,
+            "{env}: the units run that image"
+        );
+    }
+}
+
+#[test]
+fn rollouts_launch_before_terminate_wait_for_the_elb_and_boot_a_pinned_flatcar() {
+    for s in stacks() {
+        let asg = s.resource("aws_autoscaling_group", "this");
+        let ctx = s.name().to_string();
+        let policy = one_block(asg, "instance_maintenance_policy");
+        assert_eq!(s.num_attr(policy, "min_healthy_percentage"), 100.0, "{ctx}");
+        assert_eq!(s.num_attr(policy, "max_healthy_percentage"), 200.0, "{ctx}");
+        let refresh = one_block(asg, "instance_refresh");
+        assert_eq!(s.str_attr(refresh, "strategy"), "Rolling", "{ctx}");
+        let prefs = one_block(refresh, "preferences");
+        assert_eq!(s.num_attr(prefs, "min_healthy_percentage"), 100.0, "{ctx}");
+        assert_eq!(s.num_attr(prefs, "max_healthy_percentage"), 200.0, "{ctx}");
+        assert_eq!(must_attr(prefs, "auto_rollback"), &Expression::Bool(true));
+        assert_eq!(must_attr(prefs, "skip_matching"), &Expression::Bool(true));
+        assert!(s.num_attr(prefs, "instance_warmup") > 0.0, "{ctx}");
+        assert_eq!(
+            path_str(must_attr(asg, "wait_for_elb_capacity")),
+            "var.app_instance_min_count"
+        );
+        assert!(s.num_attr(asg, "wait_for_elb_capacity") >= 1.0, "{ctx}");
+        let policies = s.strings(must_attr(asg, "termination_policies"));
+        assert_eq!(policies[0], "OldestLaunchTemplate", "{ctx}");
+        // The group follows the launch template's newest version, so a new
+        // image or AMI starts a refresh.
+        let lt = one_block(asg, "launch_template");
+        assert_eq!(
+            path_str(must_attr(lt, "version")),
+            "aws_launch_template.this.latest_version"
+        );
+    }
+
+    // One exact Flatcar release per environment, never the newest.
+    let s = Stack::module_only();
+    let ami = s.data("aws_ami", "flatcar");
+    assert!(
+        attr(ami.body(), "most_recent").is_none_or(|e| e == &Expression::Bool(false)),
+        "the Flatcar AMI must not be most_recent"
+    );
+    let values = ami_name_filter(&s);
+    assert!(
+        values.contains("${var.flatcar_version}") && !values.contains('*'),
+        "the AMI name must pin the version: {values}"
+    );
+    for env in ENVIRONMENTS {
+        let e = Stack::for_env(env);
+        let version = e.string(&e.var_value("flatcar_version"));
+        let parts: Vec<&str> = version.split('.').collect();
+        assert!(
+            parts.len() == 3 && parts.iter().all(|p| p.parse::<u32>().is_ok()),
+            "{env}: flatcar_version {version} must be an exact release"
+        );
+    }
+}
+
+/// The entries of the cloud-config's `coreos.units` list, as key/value
+/// lines (content blocks skipped).
+fn coreos_units(yaml: &str) -> BTreeMap<String, BTreeMap<String, String>> {
+    let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in yaml.lines() {
+        if let Some(name) = line.strip_prefix("    - name: ") {
+            current = Some(name.trim().to_string());
+            out.entry(name.trim().to_string()).or_default();
+        } else if let (Some(name), Some(kv)) = (&current, line.strip_prefix("      ")) {
+            if let Some((k, v)) = kv.split_once(": ") {
+                if !k.starts_with(' ') {
+                    out.get_mut(name)
+                        .unwrap()
+                        .insert(k.to_string(), v.to_string());
+                }
+            }
+        } else if !line.starts_with("        ") && !line.trim().is_empty() {
+            current = None;
+        }
+    }
+    out
+}
+
+#[test]
+fn flatcar_never_updates_or_reboots_on_its_own() {
+    let cc = fs::read_to_string(repo().join("cloud-config/vf-export.yaml")).unwrap();
+    let lines: Vec<&str> = cc.lines().collect();
+    let update = lines
+        .iter()
+        .position(|l| *l == "  update:")
+        .expect("coreos.update section");
+    assert_eq!(lines[update + 1].trim(), "reboot_strategy: \"off\"");
+    let units = coreos_units(&cc);
+    for unit in ["update-engine.service", "locksmithd.service"] {
+        let u = units
+            .get(unit)
+            .unwrap_or_else(|| panic!("{unit} not in coreos.units"));
+        assert_eq!(u.get("mask").map(String::as_str), Some("true"), "{unit}");
+        assert_eq!(u.get("command").map(String::as_str), Some("stop"), "{unit}");
+    }
+}
+
+#[test]
+fn units_pull_only_absent_images_and_run_the_predeploy_jobs_first() {
+    let mut images_run = 0;
+    for (path, _) in host_files()
+        .into_iter()
+        .filter(|(p, _)| p.extension().is_some_and(|x| x == "service"))
+    {
+        let unit = unit_directives(&path);
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let all: Vec<&String> = unit.values().flatten().collect();
+        assert!(
+            !all.iter().any(|v| v.contains("docker pull")),
+            "{name}: pulls unconditionally (a registry outage would keep it down)"
+        );
+        let pre = unit.get("ExecStartPre").cloned().unwrap_or_default();
+        for start in unit.get("ExecStart").into_iter().flatten() {
+            if !start.contains("docker run") {
+                continue;
+            }
+            images_run += 1;
+            assert!(start.contains("--pull never"), "{name}: {start}");
+            // The image is the first ${VAR} after the options.
+            let image = start
+                .split_whitespace()
+                .find(|w| w.starts_with("${") && w.ends_with("_IMAGE}"))
+                .unwrap_or_else(|| panic!("{name}: no ${{..._IMAGE}} in {start}"));
+            assert!(
+                pre.iter()
+                    .any(|p| p == &format!("/opt/bin/vf-export-host image {image}")),
+                "{name}: {image} must be made present (ECR login, pull if absent) before it runs"
+            );
+        }
+    }
+    assert!(images_run >= 4, "every container unit checked");
+
+    let campaigns = unit_directives(&repo().join("systemd/campaigns.service"));
+    for k in ["Requires", "After"] {
+        assert!(
+            campaigns[k][0].contains("vf-export-predeploy.service"),
+            "campaigns.service {k}"
+        );
+    }
+    assert!(campaigns["ExecStart"][0].contains("--volume /run/vf-export/files:/run/secrets:ro"));
+    let pre = unit_directives(&repo().join("systemd/vf-export-predeploy.service"));
+    assert_eq!(pre["Type"], ["oneshot"]);
+    assert_eq!(pre["RemainAfterExit"], ["yes"]);
+    assert_eq!(pre["Before"], ["campaigns.service"]);
+    assert_eq!(pre["ExecStart"], ["/opt/bin/vf-export-host predeploy"]);
+
+    // The jobs each environment runs are subcommands of this binary.
+    let cli = Cli::command();
+    for env in ENVIRONMENTS {
+        let m = Evaluated::new(&Stack::for_env(env));
+        let file = env_lines(&written_file(m.user_data(), "/etc/vf-export.env"));
+        let jobs = &file["VF_EXPORT_PREDEPLOY"];
+        assert!(jobs.split(',').any(|j| j == "indexes"), "{env}: {jobs}");
+        for job in jobs.split(',') {
+            assert!(
+                cli.find_subcommand(job).is_some(),
+                "{env}: pre-deploy job {job} is not a vf-export subcommand"
+            );
+        }
+        let host = written_file(m.user_data(), "/opt/bin/vf-export-host");
+        assert_eq!(
+            host.trim_end(),
+            fs::read_to_string(repo().join("systemd/bin/vf-export-host"))
+                .unwrap()
+                .trim_end(),
+            "{env}: the helper the units call is installed"
         );
     }
 }

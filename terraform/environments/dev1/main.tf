@@ -15,11 +15,13 @@ module "vf_export" {
   mongodb_cidr_blocks     = var.mongodb_cidr_blocks
 
   flatcar_ami_owner      = var.flatcar_ami_owner
+  flatcar_version        = var.flatcar_version
   key_name               = var.key_name
   acm_certificate_arn    = var.acm_certificate_arn
   elb_access_logs_bucket = var.elb_access_logs_bucket
 
-  vf_export_image     = var.vf_export_image
+  vf_export_image_tag = var.vf_export_image_tag
+  predeploy_jobs      = var.predeploy_jobs
   fluentd_image       = var.fluentd_image
   falcon_sensor_image = var.falcon_sensor_image
   ecr_repository_arns = var.ecr_repository_arns

@@ -19,16 +19,21 @@ subnet_ids              = ["subnet-0a1b2c3d4e5f60001", "subnet-0a1b2c3d4e5f60002
 ssh_ingress_cidr_blocks = ["10.0.0.0/8"]
 mongodb_cidr_blocks     = ["10.10.0.0/16"]
 
+# flatcar_version: the pinned Flatcar release (instances never update
+# themselves); a new release is a change here, rolled out by instance refresh
+# (docs/deploy.md).
 flatcar_ami_owner      = "075585003325"
+flatcar_version        = "4081.2.0"
 key_name               = "cet-qa-east"
 acm_certificate_arn    = "arn:aws:acm:us-east-1:123456789012:certificate/00000000-0000-0000-0000-000000000001"
 elb_access_logs_bucket = "tm-nonprod-elb-access-logs-us-east-1"
 
-vf_export_image     = "123456789012.dkr.ecr.us-east-1.amazonaws.com/vf-export:0.1.0"
+# The image in this environment's repository (vf-export-dev1), as scripts/image
+# tags it; a deploy or a rollback changes only this line (docs/deploy.md).
+vf_export_image_tag = "0.1.0-3f2051520402"
 fluentd_image       = "123456789012.dkr.ecr.us-east-1.amazonaws.com/fluentd-elasticsearch:v1.17"
 falcon_sensor_image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/falcon-sensor:7"
 ecr_repository_arns = [
-  "arn:aws:ecr:us-east-1:123456789012:repository/vf-export",
   "arn:aws:ecr:us-east-1:123456789012:repository/fluentd-elasticsearch",
   "arn:aws:ecr:us-east-1:123456789012:repository/falcon-sensor",
 ]

@@ -82,8 +82,8 @@ variable "elb_access_logs_bucket" {
   type        = string
 }
 
-variable "vf_export_image" {
-  description = "ECR image of the service (tag or digest)."
+variable "vf_export_image_tag" {
+  description = "Image tag (or sha256: digest) of the service in this environment's ECR repository."
   type        = string
 }
 
@@ -159,4 +159,15 @@ variable "alarm_subscriptions" {
     endpoint = string
   }))
   default = []
+}
+
+variable "flatcar_version" {
+  description = "Flatcar release the instances boot (pinned; rolled by instance refresh)."
+  type        = string
+}
+
+variable "predeploy_jobs" {
+  description = "vf-export subcommands run from the image before the service starts on each new instance (indexes; add migrate for the cutover, docs/deploy.md)."
+  type        = list(string)
+  default     = ["indexes"]
 }

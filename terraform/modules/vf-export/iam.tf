@@ -45,7 +45,26 @@ data "aws_iam_policy_document" "this" {
       "ecr:BatchGetImage",
       "ecr:GetDownloadUrlForLayer",
     ]
-    resources = var.ecr_repository_arns
+    resources = concat([aws_ecr_repository.this.arn], var.ecr_repository_arns)
+  }
+
+  # The service answers its own group's termination lifecycle hook. The ARN
+  # is built from the group's name (not the resource) so that this policy,
+  # which the instances need to boot, does not wait for the group.
+  statement {
+    sid       = "CompleteOwnLifecycleAction"
+    effect    = "Allow"
+    actions   = ["autoscaling:CompleteLifecycleAction"]
+    resources = [local.asg_arn]
+  }
+
+  # Describe* has no resource-level permissions; read-only. The service
+  # checks at start that its hook exists (a wrong name shows at once).
+  statement {
+    sid       = "DescribeLifecycleHooks"
+    effect    = "Allow"
+    actions   = ["autoscaling:DescribeLifecycleHooks"]
+    resources = ["*"]
   }
 
   # S3: the four service buckets only.
@@ -134,7 +153,7 @@ data "aws_iam_policy_document" "this" {
 
 resource "aws_iam_policy" "this" {
   name_prefix = "${local.name}-"
-  description = "vf-export ${var.environment}: ECR pull, service buckets, SFMC/TMOL AssumeRole, metrics, SSM secrets"
+  description = "vf-export ${var.environment}: ECR pull, service buckets, SFMC/TMOL AssumeRole, metrics, SSM secrets, own lifecycle hook"
   policy      = data.aws_iam_policy_document.this.json
   tags        = local.tags
 }

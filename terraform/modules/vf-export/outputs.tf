@@ -38,6 +38,21 @@ output "app_security_group_id" {
   value       = aws_security_group.app.id
 }
 
+output "ecr_repository_url" {
+  description = "ECR repository of the service image: push scripts/image's image here (docs/deploy.md)."
+  value       = aws_ecr_repository.this.repository_url
+}
+
+output "vf_export_image" {
+  description = "The image the instances run (repository and immutable tag or digest)."
+  value       = local.vf_export_image
+}
+
+output "lifecycle_hook_name" {
+  description = "The EC2_INSTANCE_TERMINATING lifecycle hook the service answers (ASG_LIFECYCLE_HOOK)."
+  value       = aws_autoscaling_lifecycle_hook.terminating.name
+}
+
 output "alarm_sns_topic_arn" {
   description = "SNS topic of the operational alarms (subscribe more endpoints with var.alarm_subscriptions)."
   value       = aws_sns_topic.alarms.arn

@@ -130,7 +130,7 @@ variable "flatcar_ami_owner" {
 }
 
 variable "flatcar_channel" {
-  description = "Flatcar release channel whose newest AMI is used (name Flatcar-<channel>-*-hvm)."
+  description = "Flatcar release channel of flatcar_version (AMI name Flatcar-<channel>-<version>-hvm)."
   type        = string
   default     = "stable"
 
@@ -141,7 +141,7 @@ variable "flatcar_channel" {
 }
 
 variable "ami_id" {
-  description = "Pin an AMI id instead of the newest Flatcar AMI of the channel (null: newest)."
+  description = "An AMI id to boot instead of the Flatcar release flatcar_version (a copied or private AMI); null: look flatcar_version up by owner and name."
   type        = string
   default     = null
 
@@ -355,13 +355,13 @@ variable "route53_private_zone" {
 # Service configuration (written to /etc/vf-export.env)
 ################################################################################
 
-variable "vf_export_image" {
-  description = "ECR image of the service, repository URI with tag or digest, e.g. <account>.dkr.ecr.us-east-1.amazonaws.com/vf-export:1.2.3."
+variable "vf_export_image_tag" {
+  description = "The service image to run from the module's ECR repository (vf-export-<environment>): an immutable tag as scripts/image names it (<version>-<commit>, e.g. 0.1.0-3f20515a1b2c) or a digest (sha256:...). A rollback is the previous tag (docs/deploy.md)."
   type        = string
 
   validation {
-    condition     = can(regex("^[0-9]{12}\\.dkr\\.ecr\\.[a-z0-9-]+\\.amazonaws\\.com/[a-z0-9._/-]+(:[A-Za-z0-9._-]+|@sha256:[0-9a-f]{64})$", var.vf_export_image))
-    error_message = "The vf_export_image must be an ECR image URI with a tag or digest."
+    condition     = can(regex("^(sha256:[0-9a-f]{64}|[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})$", var.vf_export_image_tag)) && var.vf_export_image_tag != "latest" && !can(regex("-(dirty|debug)$", var.vf_export_image_tag))
+    error_message = "The vf_export_image_tag must be an image tag (not latest, not a -dirty or -debug build of scripts/image) or a sha256: digest."
   }
 }
 
@@ -388,7 +388,7 @@ variable "aws_cli_image" {
 }
 
 variable "ecr_repository_arns" {
-  description = "ECR repositories the instances may pull from (service, fluentd and falcon images)."
+  description = "ECR repositories of the host images the instances pull besides the service's own (fluentd, falcon); the module's repository is always allowed."
   type        = list(string)
 
   validation {
@@ -532,6 +532,64 @@ variable "elb_5xx_threshold" {
   validation {
     condition     = var.elb_5xx_threshold >= 0
     error_message = "The elb_5xx_threshold must be >= 0."
+  }
+}
+
+################################################################################
+# Rollouts: pinned AMI, image repository, lifecycle hook, pre-deploy jobs
+################################################################################
+
+variable "flatcar_version" {
+  description = "Flatcar release the instances boot, pinned per environment (e.g. 4081.2.0; AMI name Flatcar-<channel>-<version>-hvm). Instances never update themselves: a new release is a change here, rolled out by instance refresh."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[0-9]+\\.[0-9]+\\.[0-9]+$", var.flatcar_version))
+    error_message = "The flatcar_version must be an exact Flatcar release such as 4081.2.0 (no wildcards)."
+  }
+}
+
+variable "ecr_kms_key_arn" {
+  description = "KMS key encrypting the ECR repository; null uses the AWS managed aws/ecr key."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.ecr_kms_key_arn == null || can(regex("^arn:aws[a-z-]*:kms:", var.ecr_kms_key_arn))
+    error_message = "The ecr_kms_key_arn must be null or a KMS key ARN."
+  }
+}
+
+variable "ecr_keep_images" {
+  description = "Images the ECR lifecycle policy keeps (newest first): the deployed one and the tags a rollback may need. Push only deploy candidates."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.ecr_keep_images >= 10 && floor(var.ecr_keep_images) == var.ecr_keep_images
+    error_message = "The ecr_keep_images must be a whole number >= 10."
+  }
+}
+
+variable "lifecycle_hook_heartbeat_timeout" {
+  description = "Seconds a terminating instance may wait for the service to hand its exports back and complete the lifecycle action; only reached when the service cannot answer (then the termination continues). Keep it above DRAIN_TIMEOUT_SECS (540) plus a margin."
+  type        = number
+  default     = 660
+
+  validation {
+    condition     = var.lifecycle_hook_heartbeat_timeout >= 600 && var.lifecycle_hook_heartbeat_timeout <= 7200
+    error_message = "The lifecycle_hook_heartbeat_timeout must be between 600 (above the 540 s drain timeout plus a margin) and 7200 seconds."
+  }
+}
+
+variable "predeploy_jobs" {
+  description = "vf-export subcommands vf-export-predeploy.service runs from the service image, in order, before the service starts on each new instance: indexes always; add migrate for the cutover from the original service (docs/deploy.md)."
+  type        = list(string)
+  default     = ["indexes"]
+
+  validation {
+    condition     = length(var.predeploy_jobs) > 0 && alltrue([for j in var.predeploy_jobs : contains(["indexes", "migrate"], j)])
+    error_message = "The predeploy_jobs must be a non-empty list of indexes and migrate."
   }
 }
 
