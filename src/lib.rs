@@ -5,6 +5,7 @@
 //! Data flows one way: `http` → `queue` → `worker` → `exports` (rows) →
 //! `encode` (bytes) → `sink` (S3).
 
+pub mod ccpa;
 pub mod config;
 pub mod doctor;
 pub mod encode;

@@ -215,7 +215,7 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+pub(crate) fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
     use mongodb::error::{ErrorKind, WriteFailure};
     match e.kind.as_ref() {
         ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == 11000,
@@ -652,7 +652,8 @@ impl Queue {
         Ok(out)
     }
 
-    /// Every export of the given campaigns (CCPA).
+    /// Every export of the given campaigns (CCPA), read to its confirmed
+    /// end: an export missed here would keep a deleted user's rows.
     pub async fn of_campaigns(
         &self,
         campaign_ids: &[String],
@@ -660,13 +661,23 @@ impl Queue {
         if campaign_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let docs: Vec<Document> = self
-            .coll()
-            .find(doc! { "campaignId": { "$in": campaign_ids } })
-            .await?
-            .try_collect()
-            .await?;
-        docs.into_iter().map(decode).collect()
+        // One campaign (CCPA asks per campaign) is an equality: what an
+        // index serves on the stand-in as on MongoDB.
+        let filter = match campaign_ids {
+            [one] => doc! { "campaignId": one },
+            many => doc! { "campaignId": { "$in": many } },
+        };
+        let mut reader = crate::store::Reader::new(&self.store, "exports", filter, "_id");
+        let mut out = Vec::new();
+        loop {
+            let batch = reader.next_batch().await?;
+            if batch.is_empty() {
+                return Ok(out);
+            }
+            for d in &batch {
+                out.push(decode(crate::store::lossy_document(d))?);
+            }
+        }
     }
 
     /// Mark exports `deleted` (their objects are gone; the record stays as
@@ -727,5 +738,26 @@ impl Queue {
         let created = decode(d)?.created().timestamp_millis();
         // A clock ahead of ours is not a negative wait.
         Ok((now_ms() - created).max(0) / 1000)
+    }
+
+    /// A CCPA deletion rewrote the export's object (a wave file without one
+    /// user's rows): its digest, size and row count follow the object, so
+    /// a download still checks out. Only while the record names `key`.
+    pub async fn record_rewrite(
+        &self,
+        id: ObjectId,
+        key: &str,
+        sha256: &str,
+        bytes: u64,
+        rows: u64,
+    ) -> Result<bool, StoreError> {
+        let r = self
+            .coll()
+            .update_one(
+                doc! { "_id": id, "key": key },
+                doc! { "$set": { "sha256": sha256, "bytes": bytes as i64, "count": rows as i64 } },
+            )
+            .await?;
+        Ok(r.matched_count == 1)
     }
 }

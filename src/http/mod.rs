@@ -98,18 +98,24 @@ fn accept_correlation(v: &HeaderValue) -> Option<String> {
 pub fn router(state: AppState, dev_routes: bool) -> Router {
     let mut api = Router::new()
         .merge(exports::routes())
-        .merge(ccpa::routes())
         .merge(health::routes())
         .route("/openapi.json", axum::routing::get(openapi::document));
     if dev_routes {
         api = api.merge(dev::routes());
     }
+    // CCPA sets its own timeouts: a deletion may need longer.
+    let api = api.layer(timeout(REQUEST_TIMEOUT)).merge(ccpa::routes());
     finish(api, state)
 }
 
 /// Only `/heartbeat` and `/metrics` (the `worker` subcommand).
 pub fn health_router(state: AppState) -> Router {
-    finish(health::routes(), state)
+    finish(health::routes().layer(timeout(REQUEST_TIMEOUT)), state)
+}
+
+/// Answer 408 (in the error shape) when a request takes longer than `limit`.
+fn timeout(limit: Duration) -> TimeoutLayer {
+    TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limit)
 }
 
 fn finish(routes: Router<AppState>, state: AppState) -> Router {
@@ -120,10 +126,6 @@ fn finish(routes: Router<AppState>, state: AppState) -> Router {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         })
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
-        ))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal().into_response()
         }))

@@ -18,7 +18,7 @@ fn date(b: &Option<Bson>) -> Value {
     }
 }
 
-fn bson_json(b: &Bson) -> Value {
+pub(crate) fn bson_json(b: &Bson) -> Value {
     match b {
         Bson::DateTime(d) => Value::String(iso(*d)),
         Bson::Array(a) => Value::Array(a.iter().map(bson_json).collect()),
