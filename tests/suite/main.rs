@@ -11,6 +11,7 @@ mod api_errors;
 mod api_exports;
 mod auth_matrix;
 mod ccpa;
+mod ccpa_everything;
 mod export_types_codes;
 mod export_types_docs;
 mod export_types_entries;
