@@ -20,7 +20,7 @@ use tracing::Instrument;
 
 use super::auth::Identity;
 use super::view::bson_json;
-use super::{timeout, AppState, CorrelationId, REQUEST_TIMEOUT};
+use super::{check_id, timeout, AppState, CorrelationId, REQUEST_TIMEOUT};
 use crate::ccpa::{self, audit, Deletion};
 use crate::error::ApiError;
 
@@ -36,21 +36,6 @@ pub fn routes() -> Router<AppState> {
         .route("/ccpa/users/{userId}", delete(delete_user))
 }
 
-/// User ids are ObjectId hex or plain ids: anything else is refused
-/// before it reaches a query.
-fn check_user_id(id: &str) -> Result<(), ApiError> {
-    let ok = !id.is_empty()
-        && id.len() <= 128
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::field("userId", "userId is not a valid id"))
-    }
-}
-
 async fn delete_user(
     identity: Identity,
     State(state): State<AppState>,
@@ -58,7 +43,7 @@ async fn delete_user(
     Path(user_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     identity.require_supreme()?;
-    check_user_id(&user_id)?;
+    check_id("userId", &user_id)?;
     let deletion = Deletion::new(
         state.store.clone(),
         state.queue.clone(),
@@ -100,7 +85,7 @@ async fn list_requests(
     let user_id = q
         .get("userId")
         .ok_or_else(|| ApiError::field("userId", "userId is required"))?;
-    check_user_id(user_id)?;
+    check_id("userId", user_id)?;
     let records = audit::requests_of(&state.store, &ccpa::user_id_sha256(user_id)).await?;
     let items = records
         .into_iter()

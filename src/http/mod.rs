@@ -222,6 +222,22 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: Next) ->
     res
 }
 
+/// Ids in paths and queries are ObjectId hex or short slugs: anything else
+/// (`..`, operators, control characters) is refused before it reaches a
+/// query, as a 400 naming `field`.
+pub(crate) fn check_id(field: &str, id: &str) -> Result<(), ApiError> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::field(field, format!("{field} is not a valid id")))
+    }
+}
+
 /// Parse a JSON body whatever its content type (as the original's clients
 /// expect), mapping every failure to a 400 in the error shape.
 pub fn parse_json(body: &[u8]) -> Result<serde_json::Value, ApiError> {

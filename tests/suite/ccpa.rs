@@ -82,9 +82,20 @@ pub async fn audit_records(app: &TestApp, user: &str) -> Vec<Value> {
 }
 
 async fn get_requests(app: &TestApp, query: &str, supreme: bool) -> (u16, Value) {
+    call(
+        app,
+        reqwest::Method::GET,
+        &format!("requests{query}"),
+        supreme,
+    )
+    .await
+}
+
+/// `method /ccpa/{path}` as `admin`, supreme or a reporter of c1.
+async fn call(app: &TestApp, method: reqwest::Method, path: &str, supreme: bool) -> (u16, Value) {
     let r = app
         .http
-        .get(format!("{}/ccpa/requests{query}", app.base))
+        .request(method, format!("{}/ccpa/{path}", app.base))
         .bearer_auth(app.token("admin", &[("c1", &["REPORT"])], supreme))
         .send()
         .await
@@ -126,14 +137,13 @@ async fn put(app: &TestApp, bucket: &str, key: &str, body: &[u8]) {
 }
 
 pub async fn delete_user(app: &TestApp, user: &str, supreme: bool) -> (u16, Value) {
-    let r = app
-        .http
-        .delete(format!("{}/ccpa/users/{user}", app.base))
-        .bearer_auth(app.token("admin", &[("c1", &["REPORT"])], supreme))
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap())
+    call(
+        app,
+        reqwest::Method::DELETE,
+        &format!("users/{user}"),
+        supreme,
+    )
+    .await
 }
 
 #[tokio::test]
