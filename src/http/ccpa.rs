@@ -50,26 +50,36 @@ async fn delete_user(
         state.sinks.clone(),
         state.registry.clone(),
     );
-    let job = deletion
-        .begin(ccpa::Request {
-            user_id,
-            requested_by: identity.user_id,
-            correlation,
-        })
-        .await?;
-    let request_id = job.request_id().to_string();
-    let task = tokio::spawn(job.run().instrument(tracing::Span::current()));
+    let req = ccpa::Request {
+        user_id,
+        requested_by: identity.user_id,
+        correlation,
+    };
+    // The audit record is opened inside the task too: a client gone at any
+    // point leaves no record RUNNING that nothing runs.
+    let (opened, request_id) = tokio::sync::oneshot::channel::<String>();
+    let task = tokio::spawn(
+        async move {
+            let job = deletion.begin(req).await?;
+            let _ = opened.send(job.request_id().to_string());
+            job.run().await
+        }
+        .instrument(tracing::Span::current()),
+    );
     let outcome = match tokio::time::timeout(CCPA_TIMEOUT, task).await {
         Ok(Ok(r)) => r?,
         Ok(Err(e)) => {
-            tracing::error!(error = %e, request_id = %request_id, "CCPA deletion task failed");
+            tracing::error!(error = %e, "CCPA deletion task failed");
             return Err(ApiError::internal());
         }
-        Err(_) => return Err(ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "the deletion is still running; repeat the request to complete it and see the counts",
-        )
-        .with_payload(json!({ "requestId": request_id }))),
+        Err(_) => {
+            let mut request_id = request_id;
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "the deletion is still running; repeat the request to complete it and see the counts",
+            )
+            .with_payload(json!({ "requestId": request_id.try_recv().ok() })));
+        }
     };
     let mut body = serde_json::to_value(&outcome).unwrap_or_default();
     body["message"] = json!("User exports deleted successfully");
