@@ -168,6 +168,18 @@ async fn ccpa_deletes_the_users_campaign_exports_once() {
                     "date": { "created": DateTime::now() }, "key": null, "attempts": 3 }],
     )
     .await;
+    // A publish-failed codes export recorded before its object was kept
+    // as `key`: the object is named only in the error payload.
+    let (legacy_id, legacy_key) = finished_record(&app, "c1", "codes", &exports).await;
+    app.db
+        .collection::<Document>("exports")
+        .update_one(
+            doc! { "_id": legacy_id },
+            doc! { "$set": { "status": "FAILED", "key": null, "error": { "message": "publishing to TMOL_BUCKET failed",
+                   "payload": { "code": "PublishFailed", "object": { "bucket": &exports, "key": &legacy_key } } } } },
+        )
+        .await
+        .unwrap();
     assert_eq!(
         app.post_export("c1", json!({"exportType": "artistOptIn"}))
             .await
@@ -193,14 +205,12 @@ async fn ccpa_deletes_the_users_campaign_exports_once() {
     let request_id = take_request_id(&mut v);
     assert_eq!(
         v,
-        json!({"message": "User exports deleted successfully", "deletedCount": {"exports": 3, "files": 2}, "skipped": 1, "inFlight": 1,
+        json!({"message": "User exports deleted successfully", "deletedCount": {"exports": 4, "files": 3}, "skipped": 1, "inFlight": 1,
                "rewritten": {"files": 0, "rows": 0}})
     );
     let keys = app.object_keys(&exports).await;
-    assert!(
-        !keys.contains(&entries_key) && keys.contains(&other_key),
-        "{keys:?}"
-    );
+    assert_eq!(keys, vec![other_key.clone()]);
+    assert!(!keys.contains(&legacy_key) && !keys.contains(&entries_key));
     assert_eq!(
         app.object_keys(&app.buckets.scoring).await,
         vec![scoring_key]
@@ -232,7 +242,7 @@ async fn ccpa_deletes_the_users_campaign_exports_once() {
         .count_documents(doc! { "deleted": { "$in": [true, 1] } })
         .await
         .unwrap();
-    assert_eq!(n, 3);
+    assert_eq!(n, 4);
 
     // The audit records: one per request, the user id only as its digest.
     let records = audit_records(&app, "user-1").await;
@@ -245,13 +255,13 @@ async fn ccpa_deletes_the_users_campaign_exports_once() {
     assert!(first["error"].is_null() && first["date"]["finished"].is_string());
     assert_eq!(first["campaigns"], json!(["c1"]));
     // The vanished object counts as deleted.
-    assert_eq!(
-        audit_objects(first),
-        vec![
-            ("deleted".into(), exports.clone(), codes_key.clone()),
-            ("deleted".into(), exports.clone(), entries_key.clone()),
-        ]
-    );
+    let mut want_objects = vec![
+        ("deleted".to_string(), exports.clone(), codes_key.clone()),
+        ("deleted".into(), exports.clone(), entries_key.clone()),
+        ("deleted".into(), exports.clone(), legacy_key.clone()),
+    ];
+    want_objects.sort();
+    assert_eq!(audit_objects(first), want_objects);
     let mut marked: Vec<String> = first["exports"]
         .as_array()
         .unwrap()
@@ -273,7 +283,7 @@ async fn ccpa_deletes_the_users_campaign_exports_once() {
         .collect();
     want.sort();
     assert_eq!(marked, want);
-    assert_eq!(first["deletedCount"], json!({"exports": 3, "files": 2}));
+    assert_eq!(first["deletedCount"], json!({"exports": 4, "files": 3}));
     assert_eq!(
         (&first["skipped"], &first["inFlight"]),
         (&json!(1), &json!(1))
