@@ -144,6 +144,20 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
+/// A CCPA deletion that stopped short: 500 `DeleteFailed`, with what it
+/// did before (a retry completes the rest).
+impl From<crate::ccpa::CcpaError> for ApiError {
+    fn from(e: crate::ccpa::CcpaError) -> Self {
+        let done = serde_json::to_value(&*e.done).unwrap_or_default();
+        ApiError::coded(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Code::DeleteFailed,
+            e.message,
+        )
+        .with_payload(done)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

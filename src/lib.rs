@@ -6,6 +6,7 @@
 //! `encode` (bytes) → `sink` (S3).
 
 pub mod cancel;
+pub mod ccpa;
 pub mod config;
 pub mod doctor;
 pub mod encode;

@@ -435,7 +435,7 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+pub(crate) fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
     use mongodb::error::{ErrorKind, WriteFailure};
     match e.kind.as_ref() {
         ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == 11000,
@@ -937,7 +937,8 @@ impl Queue {
         Ok(out)
     }
 
-    /// Every export of the given campaigns (CCPA).
+    /// Every export of the given campaigns (CCPA), read to its confirmed
+    /// end: an export missed here would keep a deleted user's rows.
     pub async fn of_campaigns(
         &self,
         campaign_ids: &[String],
@@ -945,16 +946,29 @@ impl Queue {
         if campaign_ids.is_empty() {
             return Ok(Vec::new());
         }
-        // Every stored form of each id: the original's records may hold
-        // ObjectId campaign ids, and their objects must go too.
-        let forms: Vec<Bson> = campaign_ids.iter().flat_map(|c| id_forms(c)).collect();
-        let docs: Vec<Document> = self
-            .coll()
-            .find(doc! { "campaignId": { "$in": forms } })
-            .await?
-            .try_collect()
-            .await?;
-        Ok(docs.into_iter().filter_map(readable).collect())
+        // Every stored form of each id (the original's records may hold
+        // ObjectId campaign ids, and their objects must go too), read to
+        // its confirmed end; one form is an equality, what an index serves
+        // on the stand-in as on MongoDB.
+        let mut forms: Vec<Bson> = campaign_ids.iter().flat_map(|c| id_forms(c)).collect();
+        let filter = if forms.len() == 1 {
+            doc! { "campaignId": forms.remove(0) }
+        } else {
+            doc! { "campaignId": { "$in": forms } }
+        };
+        let mut reader = crate::store::Reader::new(&self.store, "exports", filter, "_id");
+        let mut out = Vec::new();
+        loop {
+            let batch = reader.next_batch().await?;
+            if batch.is_empty() {
+                return Ok(out);
+            }
+            out.extend(
+                batch
+                    .iter()
+                    .filter_map(|d| readable(crate::store::lossy_document(d))),
+            );
+        }
     }
 
     /// Mark exports `deleted` (their objects are gone; the record stays as
@@ -1164,6 +1178,27 @@ impl Queue {
         } else {
             Adopted::Changed
         })
+    }
+
+    /// A CCPA deletion rewrote the export's object (a wave file without one
+    /// user's rows): its digest, size and row count follow the object, so
+    /// a download still checks out. Only while the record names `key`.
+    pub async fn record_rewrite(
+        &self,
+        id: ObjectId,
+        key: &str,
+        sha256: &str,
+        bytes: u64,
+        rows: u64,
+    ) -> Result<bool, StoreError> {
+        let r = self
+            .coll()
+            .update_one(
+                doc! { "_id": id, "key": key },
+                doc! { "$set": { "sha256": sha256, "bytes": bytes as i64, "count": rows as i64 } },
+            )
+            .await?;
+        Ok(r.matched_count == 1)
     }
 }
 

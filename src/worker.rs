@@ -731,13 +731,13 @@ fn log_task_end(r: Result<(), tokio::task::JoinError>) {
 /// command dropped mid-flight makes the driver close that pooled connection,
 /// which costs a reconnect and, on a server that ties cursors to the
 /// connection that opened them, would end another export's cursor early.
-struct Periodic {
+pub(crate) struct Periodic {
     stop: tokio_util::sync::DropGuard,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Periodic {
-    fn spawn<F, Fut>(every: Duration, mut tick: F) -> Self
+    pub(crate) fn spawn<F, Fut>(every: Duration, mut tick: F) -> Self
     where
         F: FnMut() -> Fut + Send + 'static,
         Fut: std::future::Future<Output = bool> + Send,
@@ -763,7 +763,7 @@ impl Periodic {
     }
 
     /// Stop after the tick in flight, if any, has finished.
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         drop(self.stop);
         let _ = self.task.await;
     }

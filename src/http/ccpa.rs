@@ -1,124 +1,112 @@
 //! `DELETE /ccpa/users/:userId` — privacy deletion (spec: exports.md
-//! "CCPA deletion"). Supreme users only. For every campaign the user
-//! entered: delete the objects of its exports (except the partner types)
-//! and mark the records `deleted` (an audit trail without the data).
-//! Idempotent; an S3 failure is a 500 `DeleteFailed` with nothing marked
-//! that was not deleted.
+//! "CCPA deletion"; the work itself is `crate::ccpa`) — and
+//! `GET /ccpa/requests?userId=` — its audit records. Supreme users only.
+//!
+//! The deletion runs as its own task: a client that goes away, or the
+//! route's timeout (120 s, not the router's 30 s), does not stop it midway
+//! (objects gone, records unmarked). A timed-out request answers 408 with
+//! the audit record's id; repeating the request completes what is left.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::delete;
+use axum::routing::{delete, get};
 use axum::{Json, Router};
-use mongodb::bson::{oid::ObjectId, Bson};
+use mongodb::bson::Bson;
 use serde_json::{json, Value};
+use tracing::Instrument;
 
 use super::auth::Identity;
-use super::AppState;
-use crate::error::{ApiError, Code};
-use crate::queue::Status;
+use super::view::bson_json;
+use super::{check_id, timeout, AppState, CorrelationId, REQUEST_TIMEOUT};
+use crate::ccpa::{self, audit, Deletion};
+use crate::error::ApiError;
 
-/// Types whose files belong to partner pipelines: never deleted here.
-pub const SKIPPED_TYPES: [&str; 3] = ["verifiedEntries", "scoring", "autoReminderEmail"];
+/// How long the deletion route waits for the deletion before answering.
+pub const CCPA_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/ccpa/users/{userId}", delete(delete_user))
+    Router::new()
+        .route("/ccpa/requests", get(list_requests))
+        // A layer wraps the routes added before it: the deletion route,
+        // added after, times itself out (see `delete_user`).
+        .layer(timeout(REQUEST_TIMEOUT))
+        .route("/ccpa/users/{userId}", delete(delete_user))
 }
 
 async fn delete_user(
     identity: Identity,
     State(state): State<AppState>,
+    CorrelationId(correlation): CorrelationId,
     Path(user_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     identity.require_supreme()?;
-    let ok = !user_id.is_empty()
-        && user_id.len() <= 128
-        && user_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if !ok {
-        return Err(ApiError::field("userId", "userId is not a valid id"));
-    }
-    let campaigns = state.store.campaigns_entered_by(&user_id).await?;
-    let exports = state.queue.of_campaigns(&campaigns).await?;
-    let (mut skipped, mut in_flight) = (0u64, 0u64);
-    // bucket → (keys, export ids whose keys are all in that bucket)
-    let mut by_bucket: BTreeMap<String, Vec<(ObjectId, Vec<String>)>> = BTreeMap::new();
-    let mut keyless: Vec<ObjectId> = Vec::new();
-    for rec in exports.iter().filter(|r| !r.deleted) {
-        if SKIPPED_TYPES.contains(&rec.export_type.as_str()) {
-            skipped += 1;
-            continue;
-        }
-        if matches!(rec.status, Status::Pending | Status::Triggered) {
-            in_flight += 1;
-            continue;
-        }
-        let keys: Vec<String> = match &rec.key {
-            Some(Bson::String(k)) => vec![k.clone()],
-            Some(Bson::Array(a)) => a
-                .iter()
-                .filter_map(|k| k.as_str().map(str::to_string))
-                .collect(),
-            _ => Vec::new(),
-        };
-        let bucket = state
-            .registry
-            .get(&rec.export_type)
-            .and_then(|t| state.sinks.own_bucket(t.destination()));
-        match (bucket, keys.is_empty()) {
-            (_, true) => keyless.push(rec.id),
-            (Some(b), false) => by_bucket.entry(b).or_default().push((rec.id, keys)),
-            // An unknown type's files cannot be located: leave it unmarked.
-            (None, false) => skipped += 1,
-        }
-    }
-    let mut deleted_ids = keyless;
-    let mut files = 0u64;
-    let mut failure: Option<String> = None;
-    for (bucket, items) in &by_bucket {
-        let keys: Vec<String> = items.iter().flat_map(|(_, k)| k.iter().cloned()).collect();
-        match state.sinks.delete_keys(bucket, &keys).await {
-            Ok(refused) => {
-                for (id, ks) in items {
-                    if ks.iter().all(|k| !refused.contains(k)) {
-                        deleted_ids.push(*id);
-                        files += ks.len() as u64;
-                    }
-                }
-                if !refused.is_empty() {
-                    failure = Some(format!(
-                        "{} objects in bucket {bucket} could not be deleted",
-                        refused.len()
-                    ));
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, bucket = %bucket, "CCPA delete failed");
-                failure = Some(format!("objects in bucket {bucket} could not be deleted"));
-            }
-        }
-    }
-    let marked = state.queue.mark_deleted(&deleted_ids).await?;
-    tracing::info!(
-        campaigns = campaigns.len(),
-        exports = marked,
-        files,
-        skipped,
-        in_flight,
-        "CCPA deletion"
+    check_id("userId", &user_id)?;
+    let deletion = Deletion::new(
+        state.store.clone(),
+        state.queue.clone(),
+        state.sinks.clone(),
+        state.registry.clone(),
     );
-    if let Some(msg) = failure {
-        return Err(
-            ApiError::coded(StatusCode::INTERNAL_SERVER_ERROR, Code::DeleteFailed, msg)
-                .with_payload(json!({ "deletedCount": { "exports": marked, "files": files } })),
-        );
-    }
-    Ok(Json(json!({
-        "message": "User exports deleted successfully",
-        "deletedCount": { "exports": marked, "files": files },
-        "skipped": skipped,
-        "inFlight": in_flight,
-    })))
+    let req = ccpa::Request {
+        user_id,
+        requested_by: identity.user_id,
+        correlation,
+    };
+    // The audit record is opened inside the task too: a client gone at any
+    // point leaves no record RUNNING that nothing runs.
+    let (opened, request_id) = tokio::sync::oneshot::channel::<String>();
+    let task = tokio::spawn(
+        async move {
+            let job = deletion.begin(req).await?;
+            let _ = opened.send(job.request_id().to_string());
+            job.run().await
+        }
+        .instrument(tracing::Span::current()),
+    );
+    let outcome = match tokio::time::timeout(CCPA_TIMEOUT, task).await {
+        Ok(Ok(r)) => r?,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "CCPA deletion task failed");
+            return Err(ApiError::internal());
+        }
+        Err(_) => {
+            let mut request_id = request_id;
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "the deletion is still running; repeat the request to complete it and see the counts",
+            )
+            .with_payload(json!({ "requestId": request_id.try_recv().ok() })));
+        }
+    };
+    let mut body = serde_json::to_value(&outcome).unwrap_or_default();
+    body["message"] = json!("User exports deleted successfully");
+    Ok(Json(body))
+}
+
+async fn list_requests(
+    identity: Identity,
+    State(state): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    identity.require_supreme()?;
+    let user_id = q
+        .get("userId")
+        .ok_or_else(|| ApiError::field("userId", "userId is required"))?;
+    check_id("userId", user_id)?;
+    let records = audit::requests_of(&state.store, &ccpa::user_id_sha256(user_id)).await?;
+    let items = records
+        .into_iter()
+        .map(|mut d| {
+            let id = d.remove("_id");
+            let mut v = bson_json(&Bson::Document(d));
+            if let Some(Bson::ObjectId(id)) = id {
+                v["id"] = Value::String(id.to_hex());
+            }
+            v
+        })
+        .collect();
+    Ok(Json(Value::Array(items)))
 }

@@ -32,19 +32,7 @@ pub fn routes() -> Router<AppState> {
 /// Campaign ids are ObjectId hex or short slugs: anything else (`..`,
 /// operators, control characters) is refused before it reaches a query.
 pub fn check_campaign_id(id: &str) -> Result<(), ApiError> {
-    let ok = !id.is_empty()
-        && id.len() <= 128
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::field(
-            "campaignId",
-            "campaignId is not a valid id",
-        ))
-    }
+    super::check_id("campaignId", id)
 }
 
 const DATE_KEY_TYPES: [&str; 1] = ["codeWaves"];

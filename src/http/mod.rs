@@ -98,18 +98,24 @@ fn accept_correlation(v: &HeaderValue) -> Option<String> {
 pub fn router(state: AppState, dev_routes: bool) -> Router {
     let mut api = Router::new()
         .merge(exports::routes())
-        .merge(ccpa::routes())
         .merge(health::routes())
         .route("/openapi.json", axum::routing::get(openapi::document));
     if dev_routes {
         api = api.merge(dev::routes());
     }
+    // CCPA sets its own timeouts: a deletion may need longer.
+    let api = api.layer(timeout(REQUEST_TIMEOUT)).merge(ccpa::routes());
     finish(api, state)
 }
 
 /// Only `/heartbeat` and `/metrics` (the `worker` subcommand).
 pub fn health_router(state: AppState) -> Router {
-    finish(health::routes(), state)
+    finish(health::routes().layer(timeout(REQUEST_TIMEOUT)), state)
+}
+
+/// Answer 408 (in the error shape) when a request takes longer than `limit`.
+fn timeout(limit: Duration) -> TimeoutLayer {
+    TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limit)
 }
 
 fn finish(routes: Router<AppState>, state: AppState) -> Router {
@@ -120,10 +126,6 @@ fn finish(routes: Router<AppState>, state: AppState) -> Router {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         })
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
-        ))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal().into_response()
         }))
@@ -218,6 +220,22 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: Next) ->
         res.headers_mut().insert(CORRELATION_HEADER, v);
     }
     res
+}
+
+/// Ids in paths and queries are ObjectId hex or short slugs: anything else
+/// (`..`, operators, control characters) is refused before it reaches a
+/// query, as a 400 naming `field`.
+pub(crate) fn check_id(field: &str, id: &str) -> Result<(), ApiError> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::field(field, format!("{field} is not a valid id")))
+    }
 }
 
 /// Parse a JSON body whatever its content type (as the original's clients

@@ -41,6 +41,7 @@ Requests may carry `x-titan-correlation-id`; it is echoed in the response header
         read_export,
         cancel_export,
         ccpa_delete_user,
+        ccpa_requests,
         heartbeat,
         ready,
         metrics,
@@ -66,6 +67,12 @@ Requests may carry `x-titan-correlation-id`; it is echoed in the response header
         SortOrder,
         CcpaDeleted,
         DeletedCount,
+        RewrittenCount,
+        CcpaRequest,
+        CcpaRequestDates,
+        CcpaObject,
+        CcpaAction,
+        CcpaStatus,
         Heartbeat,
         Ready,
         MongoCheck,
@@ -293,17 +300,114 @@ pub struct DeletedCount {
     files: u64,
 }
 
-/// CCPA deletion result.
+/// Wave files written back without the user's rows, and those rows.
+#[derive(Serialize, ToSchema)]
+pub struct RewrittenCount {
+    files: u64,
+    rows: u64,
+}
+
+/// CCPA deletion result. A failure (500 `DeleteFailed`) carries
+/// `deletedCount`, `rewritten` and `requestId` of what was done in its
+/// payload; repeating the request completes the rest.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CcpaDeleted {
     #[schema(example = "User exports deleted successfully")]
     message: String,
+    /// Export records marked deleted by this request and their objects
+    /// (zeros on a repeat).
     deleted_count: DeletedCount,
     /// Exports of partner types left alone.
     skipped: u64,
-    /// PENDING/TRIGGERED exports left alone.
+    /// PENDING/TRIGGERED exports left alone: repeat after they finish.
     in_flight: u64,
+    /// Wave files rewritten without the user's rows (ours).
+    rewritten: RewrittenCount,
+    /// The audit record of this request (ours): `GET /ccpa/requests`.
+    #[schema(pattern = "^[0-9a-f]{24}$")]
+    request_id: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)] // variants are described, never built
+pub enum CcpaAction {
+    Deleted,
+    Rewritten,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
+#[allow(dead_code)] // variants are described, never built
+pub enum CcpaStatus {
+    Running,
+    Done,
+    Failed,
+}
+
+/// An object a CCPA request deleted, or rewrote without the user's rows.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CcpaObject {
+    action: CcpaAction,
+    bucket: String,
+    key: String,
+    campaign_id: String,
+    /// The export whose record names the object (always for a deletion).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false)]
+    export_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false)]
+    export_type: Option<String>,
+    /// Rewritten files: the user's rows left out, and the new object's
+    /// digest and size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false)]
+    rows_removed: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false)]
+    sha256: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false)]
+    bytes: Option<u64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CcpaRequestDates {
+    started: String,
+    /// Null while RUNNING.
+    #[schema(required = true)]
+    finished: Option<String>,
+}
+
+/// The audit record of one CCPA request (`ccpaRequests`). The user id is
+/// kept only as its SHA-256; no file content.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CcpaRequest {
+    id: String,
+    #[schema(pattern = "^[0-9a-f]{64}$")]
+    user_id_sha256: String,
+    /// `sub` of the caller.
+    requested_by: String,
+    correlation: String,
+    /// RUNNING until the request ends (a request whose process died stays
+    /// RUNNING: its objects list is what it did).
+    status: CcpaStatus,
+    date: CcpaRequestDates,
+    campaigns: Vec<String>,
+    objects: Vec<CcpaObject>,
+    /// Export records this request marked deleted.
+    exports: Vec<String>,
+    deleted_count: DeletedCount,
+    rewritten: RewrittenCount,
+    skipped: u64,
+    in_flight: u64,
+    /// Why a FAILED request stopped short.
+    #[schema(required = true)]
+    error: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -492,13 +596,34 @@ fn cancel_export() {}
         (status = 403, description = "Not a supreme user", body = ErrorBody),
         (status = 404, description = "Not found", body = ErrorBody),
         (status = 405, description = "Method not allowed", body = ErrorBody),
-        (status = 408, description = "Request timed out", body = ErrorBody),
-        (status = 500, description = "Internal error, or objects could not be deleted (payload.code DeleteFailed)", body = ErrorBody),
+        (status = 408, description = "Still running after 120 s (it goes on; payload.requestId): repeat the request to complete it", body = ErrorBody),
+        (status = 500, description = "Objects could not be deleted or rewritten, or the database failed (payload.code DeleteFailed, with deletedCount, rewritten and requestId of what was done): repeat the request", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
 #[allow(dead_code)]
 fn ccpa_delete_user() {}
+
+#[utoipa::path(
+    get,
+    path = "/ccpa/requests",
+    tag = "ccpa",
+    summary = "The audit records of a user's CCPA requests, oldest first (supreme only)",
+    params(("userId" = String, Query, pattern = "^[A-Za-z0-9_-]{1,128}$", example = "u1",
+        description = "Matched by its SHA-256: the records keep no user id")),
+    responses(
+        (status = 200, description = "The user's requests (empty when none)", body = Vec<CcpaRequest>),
+        (status = 400, description = "userId missing or not a valid id", body = ErrorBody),
+        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 403, description = "Not a supreme user", body = ErrorBody),
+        (status = 405, description = "Method not allowed", body = ErrorBody),
+        (status = 408, description = "Request timed out", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[allow(dead_code)]
+fn ccpa_requests() {}
 
 #[utoipa::path(
     get,

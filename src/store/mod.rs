@@ -210,23 +210,35 @@ impl Store {
         Ok(found.map(|d| Campaign::from_doc(id, &d)))
     }
 
-    /// Ids of the campaigns a user entered (CCPA), from `entries`.
+    /// Ids of the campaigns a user entered (CCPA), from `entries`, read to
+    /// the confirmed end (index `{_id.user_id}`): a campaign missed here
+    /// would keep the user's rows in its exports. Keyed on the campaign id,
+    /// a plain string the stand-in compares as MongoDB does (it cannot
+    /// compare a whole `_id` document in a range).
     pub async fn campaigns_entered_by(&self, user_id: &str) -> Result<Vec<String>, StoreError> {
-        use futures::TryStreamExt;
-        // $match + $group (an index scan on `_id.user_id`) rather than
-        // `distinct`: nx-27017 ignores a `distinct` filter on an `_id`
-        // subfield; both forms are right on MongoDB.
-        let groups: Vec<Document> = self
-            .db
-            .collection::<Document>("entries")
-            .aggregate([
-                doc! { "$match": { "_id.user_id": id_match(user_id) } },
-                doc! { "$group": { "_id": "$_id.campaign_id" } },
-            ])
-            .await?
-            .try_collect()
-            .await?;
-        Ok(groups.iter().map(|g| id_string(g.get("_id"))).collect())
+        let filter = doc! { "_id.user_id": id_match(user_id) };
+        let mut reader =
+            Reader::new(self, "entries", filter, "_id.campaign_id").projection(doc! { "_id": 1 });
+        let mut ids: Vec<String> = Vec::new();
+        loop {
+            let batch = reader.next_batch().await?;
+            if batch.is_empty() {
+                // A campaign id stored both as a string and as an ObjectId
+                // reads the same here.
+                ids.retain(|i| !i.is_empty());
+                ids.sort();
+                ids.dedup();
+                return Ok(ids);
+            }
+            for d in &batch {
+                let id = d
+                    .get_document("_id")
+                    .ok()
+                    .map(|k| id_text(k.get("campaign_id").ok().flatten()))
+                    .unwrap_or_default();
+                ids.push(id);
+            }
+        }
     }
 
     /// The campaign's markets, ordered by `_id` (a stable export order),
@@ -305,8 +317,9 @@ fn key_fields(keys: &Document) -> Vec<&str> {
 /// Which indexes to ensure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IndexScope {
-    /// The `exports` collection only: small and cheap, so `serve` ensures
-    /// these at start (the dedupe rule depends on the unique `activeKey`).
+    /// The service's own collections (`exports`, `ccpaRequests`): small and
+    /// cheap, so `serve` ensures these at start (the dedupe rule depends on
+    /// the unique `activeKey`).
     Queue,
     /// Queue plus the source collections (the pre-deploy job).
     All,
@@ -357,6 +370,11 @@ pub fn index_models(scope: IndexScope) -> Vec<(&'static str, IndexModel)> {
             ),
         ),
     ];
+    // CCPA audit records, read by the user id's digest (ours, small).
+    v.push((
+        "ccpaRequests",
+        named(doc! { "userIdSha256": 1 }, "user_id_sha256"),
+    ));
     if scope == IndexScope::All {
         v.extend([
             // The entry family reads a market at a time in user order. A
@@ -416,6 +434,14 @@ pub fn index_models(scope: IndexScope) -> Vec<(&'static str, IndexModel)> {
                 ),
             ),
             ("markets", named(doc! { "campaignId": 1 }, "campaign")),
+            // CCPA: the codes assigned to a user (removed from wave files).
+            (
+                "codes",
+                named(
+                    doc! { "campaignId": 1, "assignedTo": 1 },
+                    "campaign_assignee",
+                ),
+            ),
         ]);
     }
     v

@@ -243,6 +243,14 @@ async fn every_route_times_every_token() {
             vec![200],
         ));
     }
+    // Its audit records, supreme only.
+    routes.push((
+        "GET",
+        "/ccpa/requests?userId=nobody1".into(),
+        None,
+        Needs::Supreme,
+        vec![200],
+    ));
 
     let mut cases = 0;
     let mut failures = Vec::new();

@@ -12,6 +12,7 @@ mod api_exports;
 mod auth_matrix;
 mod cancel;
 mod ccpa;
+mod ccpa_everything;
 mod cutover_api;
 mod export_types_codes;
 mod export_types_docs;

@@ -190,6 +190,17 @@ async fn logs_hold_no_pii_and_no_signed_url() {
     let v = wait_status(&http, &format!("{exports}/{failed_id}"), &tok).await;
     assert_eq!(v["status"], "FAILED", "{v}");
 
+    // A CCPA deletion of one of them: its log lines name no user id.
+    let ccpa_user = ps[0].user.to_hex();
+    let boss = token_with("privacy-desk", &[], true, 3600);
+    let r = http
+        .delete(format!("{base}/ccpa/users/{ccpa_user}"))
+        .bearer_auth(&boss)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+
     // Bad requests, some carrying PII where it does not belong.
     let pii = &ps[1];
     let bad: Vec<(reqwest::RequestBuilder, u16)> = vec![
@@ -269,6 +280,11 @@ async fn logs_hold_no_pii_and_no_signed_url() {
         }
     }
     assert!(leaks.is_empty(), "PII in the logs: {leaks:?}");
+    assert!(stdout.contains("\"message\":\"CCPA deletion\""), "{stdout}");
+    assert!(
+        !stdout.contains(&ccpa_user) && !stderr.contains(&ccpa_user),
+        "the CCPA user id was logged"
+    );
     for out in [&stdout, &stderr] {
         assert!(!out.contains(&signature), "a signed URL was logged");
         assert!(!out.contains("X-Amz-Signature="), "a signed URL was logged");
