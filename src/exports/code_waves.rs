@@ -19,7 +19,7 @@ use super::scoring_rows::{entries_by_user, SCORING_KEY};
 use super::{ExportError, ExportType, FileFormat, KeyParts, Meta, Source};
 use crate::encode::CsvOut;
 use crate::sink::DestKind;
-use crate::store::{id_forms, id_match, lookup, Store, StoreError};
+use crate::store::{id_forms, id_match, id_text_at, lookup, Store, StoreError};
 
 pub struct CodeWaves;
 
@@ -51,7 +51,8 @@ async fn scoring_by_user(
         &doc! { "campaignId": id_match(campaign_id) },
         SCORING_KEY,
         user_ids,
-        id_forms,
+        |id| id_forms(id),
+        |d| id_text_at(d, &[SCORING_KEY]),
         None,
     )
     .await
@@ -100,9 +101,9 @@ impl ExportType for CodeWaves {
                 .collect();
             let scoring = scoring_by_user(&src.store, &src.campaign.id, &ids).await?;
             let entries = entries_by_user(&src.store, &src.campaign.id, &ids).await?;
-            let oids: Vec<String> = ids
+            let oids: Vec<ObjectId> = ids
                 .iter()
-                .filter_map(|i| ObjectId::parse_str(i).ok().map(|o| o.to_hex()))
+                .filter_map(|i| ObjectId::parse_str(i).ok())
                 .collect();
             let users = users_by_id(&src.store, &oids).await?;
             for (c, id) in batch.iter().zip(&ids) {
@@ -113,7 +114,7 @@ impl ExportType for CodeWaves {
                     entries.get(id).map(|e| &**e),
                     ObjectId::parse_str(id)
                         .ok()
-                        .and_then(|o| users.get(&o.to_hex()))
+                        .and_then(|o| users.get(&o))
                         .map(|u| &**u),
                 );
                 let mut locale = field("locale");

@@ -219,32 +219,25 @@ pub async fn join_users(
     store: &Store,
     entries: Vec<RawDocumentBuf>,
 ) -> Result<Vec<Joined>, StoreError> {
-    let ids: Vec<String> = entries
-        .iter()
-        .filter_map(|e| user_oid(e).map(|o| o.to_hex()))
-        .collect();
+    let oids: Vec<Option<ObjectId>> = entries.iter().map(|e| user_oid(e)).collect();
+    let ids: Vec<ObjectId> = oids.iter().flatten().copied().collect();
     let mut users = users_by_id(store, &ids).await?;
     Ok(entries
         .into_iter()
-        .map(|entry| {
+        .zip(oids)
+        .map(|(entry, oid)| {
             // One entry per user per campaign: each user is taken once.
-            let user = user_oid(&entry).and_then(|o| users.remove(&o.to_hex()));
+            let user = oid.and_then(|o| users.remove(&o));
             Joined { entry, user }
         })
         .collect())
 }
 
-/// The users of these ids (ObjectId hex), by id: one `_id` lookup.
+/// The users of these ids, by id: one `_id` lookup.
 pub async fn users_by_id(
     store: &Store,
-    ids: &[String],
-) -> Result<HashMap<String, RawDocumentBuf>, StoreError> {
-    fn oid_form(id: &str) -> Vec<Bson> {
-        ObjectId::parse_str(id)
-            .map(Bson::ObjectId)
-            .into_iter()
-            .collect()
-    }
+    ids: &[ObjectId],
+) -> Result<HashMap<ObjectId, RawDocumentBuf>, StoreError> {
     // Top-level projection: a dotted one is right on MongoDB too, but the
     // nx-27017 stand-in returns it as one flattened key.
     let projection = doc! { "integrations": 1 };
@@ -254,7 +247,8 @@ pub async fn users_by_id(
         &doc! {},
         "_id",
         ids,
-        oid_form,
+        |o| vec![Bson::ObjectId(*o)],
+        |d| d.get_object_id("_id").ok(),
         Some(&projection),
     )
     .await

@@ -13,7 +13,7 @@ use mongodb::bson::{doc, oid::ObjectId, Document, RawDocument, RawDocumentBuf};
 use super::entry_rows::{oid_of, users_by_id, Person};
 use super::raw::{get, text, text_at};
 use super::Source;
-use crate::store::{id_forms, id_match, lookup, Reader, Store, StoreError};
+use crate::store::{id_forms, id_match, id_text_at, lookup, Reader, Store, StoreError};
 
 /// The key the scoring family streams in. Not unique (a user may have
 /// more than one scoring document): the reader tells ties apart.
@@ -136,27 +136,31 @@ fn attach(
     docs: Vec<RawDocumentBuf>,
     ids: Vec<String>,
     mut entries: HashMap<String, RawDocumentBuf>,
-    mut users: HashMap<String, RawDocumentBuf>,
+    mut users: HashMap<ObjectId, RawDocumentBuf>,
 ) -> Vec<Scored> {
     let mut last_use: HashMap<&str, usize> = HashMap::with_capacity(ids.len());
     for (i, id) in ids.iter().enumerate() {
         last_use.insert(id.as_str(), i);
     }
-    let take = |map: &mut HashMap<String, RawDocumentBuf>, key: &str, last: bool| {
+    fn take<K: std::hash::Hash + Eq>(
+        map: &mut HashMap<K, RawDocumentBuf>,
+        key: &K,
+        last: bool,
+    ) -> Option<RawDocumentBuf> {
         if last {
             map.remove(key)
         } else {
             map.get(key).cloned()
         }
-    };
-    let user_key = |id: &str| ObjectId::parse_str(id).map(|o| o.to_hex()).ok();
+    }
+    let user_key = |id: &str| ObjectId::parse_str(id).ok();
     let mut out = Vec::with_capacity(docs.len());
     for (i, scoring) in docs.into_iter().enumerate() {
         let id = ids[i].as_str();
         let last = last_use.get(id) == Some(&i);
         out.push(Scored {
             scoring,
-            entry: take(&mut entries, id, last),
+            entry: take(&mut entries, &ids[i], last),
             user: user_key(id).and_then(|k| take(&mut users, &k, last)),
         });
     }
@@ -173,14 +177,14 @@ pub async fn join_by_user(
 ) -> Result<
     (
         HashMap<String, RawDocumentBuf>,
-        HashMap<String, RawDocumentBuf>,
+        HashMap<ObjectId, RawDocumentBuf>,
     ),
     StoreError,
 > {
     let entries = entries_by_user(store, campaign_id, user_ids).await?;
-    let oids: Vec<String> = user_ids
+    let oids: Vec<ObjectId> = user_ids
         .iter()
-        .filter_map(|s| ObjectId::parse_str(s).ok().map(|o| o.to_hex()))
+        .filter_map(|s| ObjectId::parse_str(s).ok())
         .collect();
     let users = users_by_id(store, &oids).await?;
     Ok((entries, users))
@@ -198,7 +202,8 @@ pub async fn entries_by_user(
         &doc! { "_id.campaign_id": id_match(campaign_id) },
         "_id.user_id",
         user_ids,
-        id_forms,
+        |id| id_forms(id),
+        |d| id_text_at(d, &["_id", "user_id"]),
         None,
     )
     .await
@@ -225,7 +230,8 @@ mod tests {
         let other = "65f000000000000000000002".to_string();
         let entries: HashMap<String, RawDocumentBuf> =
             [(uid.clone(), d(10)), (other.clone(), d(20))].into();
-        let users: HashMap<String, RawDocumentBuf> = [(uid.clone(), d(11))].into();
+        let users: HashMap<ObjectId, RawDocumentBuf> =
+            [(ObjectId::parse_str(&uid).unwrap(), d(11))].into();
         let got = attach(
             vec![d(1), d(2), d(3)],
             vec![uid.clone(), other.clone(), uid.clone()],

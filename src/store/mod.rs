@@ -13,7 +13,7 @@ use mongodb::{Client, Collection, Database, IndexModel};
 
 pub mod reader;
 
-pub use reader::{lookup, Reader, BATCH};
+pub use reader::{id_text_at, lookup, Reader, BATCH};
 
 /// A database failure, described without server-echoed values.
 #[derive(Debug, thiserror::Error)]

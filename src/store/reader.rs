@@ -52,9 +52,9 @@ pub struct Reader {
     /// The open cursor was opened to confirm an end: anything it yields
     /// means the previous cursor ended early.
     confirming: bool,
-    /// The largest key the open cursor yielded but that was skipped (the
-    /// order check for cursors that start by re-reading).
-    skipped_max: Option<RawBson>,
+    /// The key of the document the open cursor gave last (kept or
+    /// skipped): the order check, without reading that document again.
+    prev: KeyBuf,
     last: Option<Last>,
     /// A cursor failed or ended early at least once: later type brackets
     /// must be checked before the end.
@@ -96,7 +96,7 @@ impl Reader {
             cursor: None,
             phase: Phase::Start,
             confirming: false,
-            skipped_max: None,
+            prev: KeyBuf::default(),
             last: None,
             resumed: false,
             retries: 0,
@@ -203,7 +203,7 @@ impl Reader {
                 match opened {
                     Ok(c) => {
                         self.cursor = Some(c);
-                        self.skipped_max = None;
+                        self.prev.clear();
                     }
                     Err(e) => {
                         self.failed(e, &out, &mut base).await?;
@@ -213,7 +213,7 @@ impl Reader {
             }
             let cursor = self.cursor.as_mut().expect("opened above");
             match cursor.try_next().await {
-                Ok(Some(doc)) => self.accept(doc, &mut out, base)?,
+                Ok(Some(doc)) => self.accept(doc, &mut out)?,
                 Ok(None) => {
                     self.cursor = None;
                     self.settle(&out, &mut base);
@@ -270,16 +270,10 @@ impl Reader {
         &mut self,
         doc: RawDocumentBuf,
         out: &mut Vec<RawDocumentBuf>,
-        base: usize,
     ) -> Result<(), StoreError> {
         let key = key_at(&doc, &self.path);
         // Order within this cursor: against the previous document it gave.
-        let prev = if out.len() > base {
-            Some(key_at(&out[out.len() - 1], &self.path))
-        } else {
-            self.skipped_max.as_ref().map(|k| Some(k.as_raw_bson_ref()))
-        };
-        if let Some(prev) = prev {
+        if let Some(prev) = self.prev.get() {
             if cmp_keys(key, prev) == Ordering::Less {
                 return Err(StoreError::incomplete(format!(
                     "{} returned documents out of {} order: the read cannot be resumed exactly",
@@ -288,6 +282,7 @@ impl Reader {
                 )));
             }
         }
+        self.prev.set(key);
         let seen = match &self.last {
             None => false,
             Some(last) => match cmp_keys(key, last.key.as_ref().map(RawBson::as_raw_bson_ref)) {
@@ -301,7 +296,6 @@ impl Reader {
         };
         if seen {
             // Read again by a resumed or confirming cursor: skip it.
-            self.skipped_max = key.map(|k| k.to_raw_bson()).or(Some(RawBson::Null));
             return Ok(());
         }
         if self.confirming {
@@ -411,17 +405,68 @@ impl Reader {
     }
 }
 
+/// A key kept between documents without an allocation per document: a
+/// string key's buffer is reused; other keys are small values.
+#[derive(Default)]
+struct KeyBuf {
+    kind: KeyKind,
+    text: String,
+}
+
+#[derive(Default)]
+enum KeyKind {
+    /// Nothing yet (a new cursor).
+    #[default]
+    Empty,
+    /// A string key (in `text`).
+    Text,
+    /// Any other key (or a missing one: `None`).
+    Other(Option<RawBson>),
+}
+
+impl KeyBuf {
+    fn clear(&mut self) {
+        self.kind = KeyKind::Empty;
+    }
+    fn set(&mut self, k: Option<RawBsonRef<'_>>) {
+        match k {
+            Some(RawBsonRef::String(s)) => {
+                self.text.clear();
+                self.text.push_str(s);
+                self.kind = KeyKind::Text;
+            }
+            other => self.kind = KeyKind::Other(other.map(|v| v.to_raw_bson())),
+        }
+    }
+    /// The key kept, if any (`Some(None)`: a missing key).
+    fn get(&self) -> Option<Option<RawBsonRef<'_>>> {
+        match &self.kind {
+            KeyKind::Empty => None,
+            KeyKind::Text => Some(Some(RawBsonRef::String(&self.text))),
+            KeyKind::Other(v) => Some(v.as_ref().map(RawBson::as_raw_bson_ref)),
+        }
+    }
+}
+
 /// The key of a document (missing → `None`, which sorts as null).
 fn key_at<'a>(doc: &'a RawDocument, path: &[&str]) -> Option<RawBsonRef<'a>> {
     let (last, parents) = path.split_last()?;
     let mut cur = doc;
     for p in parents {
-        cur = match cur.get(p) {
-            Ok(Some(RawBsonRef::Document(d))) => d,
+        cur = match element(cur, p)? {
+            RawBsonRef::Document(d) => d,
             _ => return None,
         };
     }
-    cur.get(last).ok().flatten()
+    element(cur, last)
+}
+
+/// The value of `key` in `doc`, reading no other element's value.
+fn element<'a>(doc: &'a RawDocument, key: &str) -> Option<RawBsonRef<'a>> {
+    doc.iter_elements()
+        .map_while(Result::ok)
+        .find(|e| e.key() == key)
+        .and_then(|e| e.value().ok())
 }
 
 /// The key as a filter value.
@@ -544,34 +589,38 @@ fn cmp_numbers(a: RawBsonRef<'_>, b: RawBsonRef<'_>) -> Ordering {
 }
 
 /// The documents of `coll` matching `base` whose `field` is one of `ids`
-/// (each matched in every form `forms` gives), by the id's text; the first
-/// document found per id. The ids still missing after a query are asked
-/// for again until a query finds none of them: a cursor that ended early
-/// cannot pass for an id without a document.
-pub async fn lookup(
+/// (each matched in every stored form `forms` gives), by id (`key_of`
+/// reads a document's); the first document found per id. The ids still
+/// missing after a query are asked for again until a query finds none of
+/// them: a cursor that ended early cannot pass for an id without a
+/// document.
+#[allow(clippy::too_many_arguments)] // one call shape, three callers
+pub async fn lookup<K, F, G>(
     store: &Store,
     coll: &str,
     base: &Document,
     field: &'static str,
-    ids: &[String],
-    forms: fn(&str) -> Vec<Bson>,
+    ids: &[K],
+    forms: F,
+    key_of: G,
     projection: Option<&Document>,
-) -> Result<HashMap<String, RawDocumentBuf>, StoreError> {
-    let path: Vec<&str> = field.split('.').collect();
-    let mut found: HashMap<String, RawDocumentBuf> = HashMap::with_capacity(ids.len());
-    let mut missing: Vec<&str> = {
+) -> Result<HashMap<K, RawDocumentBuf>, StoreError>
+where
+    K: std::hash::Hash + Eq + Clone,
+    F: Fn(&K) -> Vec<Bson>,
+    G: Fn(&RawDocument) -> Option<K>,
+{
+    let mut found: HashMap<K, RawDocumentBuf> = HashMap::with_capacity(ids.len());
+    let mut missing: Vec<&K> = {
         let mut seen = HashSet::with_capacity(ids.len());
-        ids.iter()
-            .map(String::as_str)
-            .filter(|i| !i.is_empty() && seen.insert(*i))
-            .collect()
+        ids.iter().filter(|i| seen.insert(*i)).collect()
     };
+    let collection = store.raw(coll);
     let mut retries = 0;
     while !missing.is_empty() {
         let values: Vec<Bson> = missing.iter().flat_map(|i| forms(i)).collect();
         let mut filter = base.clone();
         filter.insert(field, doc! { "$in": values });
-        let collection = store.raw(coll);
         let round = async {
             let mut find = collection
                 .find(filter)
@@ -601,9 +650,8 @@ pub async fn lookup(
         };
         let before = found.len();
         for d in docs {
-            let id = super::id_text(key_at(&d, &path));
-            if !id.is_empty() && !found.contains_key(&id) {
-                found.insert(id, d);
+            if let Some(k) = key_of(&d) {
+                found.entry(k).or_insert(d);
             }
         }
         if found.len() == before {
@@ -613,6 +661,11 @@ pub async fn lookup(
         missing.retain(|i| !found.contains_key(*i));
     }
     Ok(found)
+}
+
+/// A document's id at `path` as text (see [`super::id_text`]).
+pub fn id_text_at(doc: &RawDocument, path: &[&str]) -> Option<String> {
+    Some(super::id_text(key_at(doc, path))).filter(|s| !s.is_empty())
 }
 
 #[cfg(test)]
