@@ -948,7 +948,8 @@ impl Queue {
         }
         // Every stored form of each id (the original's records may hold
         // ObjectId campaign ids, and their objects must go too), read to
-        // its confirmed end; one form is an equality, what an index serves
+        // its confirmed end (their `_id`s may be of any type: a count
+        // confirms it, not a keyset); one form is an equality, what an index serves
         // on the stand-in as on MongoDB.
         let mut forms: Vec<Bson> = campaign_ids.iter().flat_map(|c| id_forms(c)).collect();
         let filter = if forms.len() == 1 {
@@ -956,19 +957,11 @@ impl Queue {
         } else {
             doc! { "campaignId": { "$in": forms } }
         };
-        let mut reader = crate::store::Reader::new(&self.store, "exports", filter, "_id");
-        let mut out = Vec::new();
-        loop {
-            let batch = reader.next_batch().await?;
-            if batch.is_empty() {
-                return Ok(out);
-            }
-            out.extend(
-                batch
-                    .iter()
-                    .filter_map(|d| readable(crate::store::lossy_document(d))),
-            );
-        }
+        let docs = self.store.read_all("exports", filter, None).await?;
+        Ok(docs
+            .iter()
+            .filter_map(|d| readable(crate::store::lossy_document(d)))
+            .collect())
     }
 
     /// Mark exports `deleted` (their objects are gone; the record stays as

@@ -117,7 +117,13 @@ async fn sigterm_lets_the_running_export_finish() {
     let hb = format!("{base}/heartbeat");
     assert_eq!(http.get(&hb).send().await.unwrap().status(), 200);
 
-    let running = post_export(&http, &base, cid, json!({ "exportType": "promoterEmailOptIn" })).await;
+    let running = post_export(
+        &http,
+        &base,
+        cid,
+        json!({ "exportType": "promoterEmailOptIn" }),
+    )
+    .await;
     wait_running(&app, &running).await;
     // Queued behind the running one (one slot): must stay queued.
     let queued = post_export(
@@ -188,7 +194,13 @@ async fn sigterm_after_the_drain_timeout_hands_the_export_back() {
     let mut serve = Proc::spawn("serve", &env, dir.path(), "serve");
     let base = serve.base().await;
     let http = reqwest::Client::new();
-    let id = post_export(&http, &base, cid, json!({ "exportType": "promoterEmailOptIn" })).await;
+    let id = post_export(
+        &http,
+        &base,
+        cid,
+        json!({ "exportType": "promoterEmailOptIn" }),
+    )
+    .await;
     let before = wait_running(&app, &id).await;
     assert_eq!(before.get_i32("attempts"), Ok(1));
     let upload_key = before

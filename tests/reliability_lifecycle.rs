@@ -16,9 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, StatusCode};
-use common::procs::{
-    csv_records, env_for, export_doc, post_export, rows_written, seed, Proc,
-};
+use common::procs::{csv_records, env_for, export_doc, post_export, rows_written, seed, Proc};
 use common::{faults, unique, TestApp};
 
 use mongodb::bson::Bson;
@@ -337,7 +335,11 @@ async fn terminating_instance_hands_exports_back_and_completes_the_lifecycle_act
         "the export finished before the hand-back: make it longer"
     );
     assert_eq!(d.get_str("status"), Ok("PENDING"), "{d}");
-    assert_eq!(d.get_i32("attempts"), Ok(0), "a hand-back must not count: {d}");
+    assert_eq!(
+        d.get_i32("attempts"),
+        Ok(0),
+        "a hand-back must not count: {d}"
+    );
     assert!(d.get("lease").is_none(), "{d}");
     let checkpoint_rows = d
         .get_document("checkpoint")
@@ -347,15 +349,17 @@ async fn terminating_instance_hands_exports_back_and_completes_the_lifecycle_act
             Some(Bson::Int64(n)) => Some(*n),
             _ => None,
         })
-        .expect("handed back at a checkpoint");
+        .unwrap_or_else(|| panic!("handed back at a checkpoint: {d}\n{}", serve.stdout_text()));
     assert!(checkpoint_rows > 0, "{d}");
-    assert!(d.get("upload").is_some(), "the upload is kept for the next attempt: {d}");
+    assert!(
+        d.get("upload").is_some(),
+        "the upload is kept for the next attempt: {d}"
+    );
     assert_eq!(app.open_uploads(&app.buckets.exports).await, 1);
     assert!(!app
         .object_keys(&app.buckets.exports)
         .await
-        .iter()
-        .any(|k| *k == upload_key));
+        .contains(&upload_key));
 
     // The group was asked and refused with a transient error: the process
     // keeps /heartbeat at 503 and retries (the SDK's retries, then its own).
@@ -396,7 +400,11 @@ async fn terminating_instance_hands_exports_back_and_completes_the_lifecycle_act
     let v = next.wait_done(cid, &id, GUARD).await;
     assert_eq!(v["status"], "FINISHED", "{v}");
     assert_eq!(v["count"], ENTRIES);
-    assert_eq!(v["progress"]["resumedFromRow"].as_i64(), Some(checkpoint_rows), "{v}");
+    assert_eq!(
+        v["progress"]["resumedFromRow"].as_i64(),
+        Some(checkpoint_rows),
+        "{v}"
+    );
     assert_eq!(export_doc(app, &id).await.get_i32("attempts"), Ok(1));
     let body = app.download(v["path"].as_str().unwrap()).await;
     assert_eq!(csv_records(&body) as u64, ENTRIES + 1);

@@ -431,7 +431,10 @@ impl Ledger<'_> {
                         self.progress.kept_upload.store(true, Ordering::Relaxed);
                         None
                     }
-                    Err(e) => Some(e),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not stop the upload at its checkpoint");
+                        Some(e)
+                    }
                 };
             }
         }

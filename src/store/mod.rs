@@ -151,6 +151,44 @@ impl Store {
         Ok(n.max(0) as u64)
     }
 
+    /// Every document of `coll` matching `filter`, for the small reads of
+    /// the service's own records (a campaign's exports), whose `_id`s may
+    /// be of any type (the original's records): no keyset order to rely
+    /// on, so the read is confirmed by a count of the same filter instead,
+    /// and read again until the two agree.
+    pub async fn read_all(
+        &self,
+        coll: &str,
+        filter: Document,
+        projection: Option<Document>,
+    ) -> Result<Vec<RawDocumentBuf>, StoreError> {
+        use futures::TryStreamExt;
+        let collection = self.raw(coll);
+        for _ in 0..5 {
+            let mut find = collection.find(filter.clone()).batch_size(10_000);
+            if let Some(p) = &projection {
+                find = find.projection(p.clone());
+            }
+            let mut docs: Vec<RawDocumentBuf> = find.await?.try_collect().await?;
+            // A resumed cursor could repeat one: each `_id` once.
+            let mut seen = std::collections::HashSet::new();
+            docs.retain(|d| {
+                // The `_id`'s BSON bytes: any type, compared exactly.
+                let mut k = RawDocumentBuf::new();
+                if let Ok(Some(v)) = d.get("_id") {
+                    k.append("i", v.to_raw_bson());
+                }
+                seen.insert(k.into_bytes())
+            });
+            if docs.len() as u64 == self.count(coll, filter.clone()).await? {
+                return Ok(docs);
+            }
+        }
+        Err(StoreError::incomplete(format!(
+            "the {coll} read and its count kept disagreeing"
+        )))
+    }
+
     /// A cheap liveness round trip.
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.db.run_command(doc! { "ping": 1 }).await?;
@@ -272,32 +310,29 @@ impl Store {
         except_id: &str,
     ) -> Result<std::collections::HashSet<String>, StoreError> {
         let filter = doc! { "campaignId": campaign_id, "exportType": export_type };
-        let mut reader = Reader::new(self, "exports", filter, "_id").projection(doc! { "key": 1 });
+        let docs = self
+            .read_all("exports", filter, Some(doc! { "key": 1 }))
+            .await?;
         let mut keys = std::collections::HashSet::new();
-        loop {
-            let batch = reader.next_batch().await?;
-            if batch.is_empty() {
-                return Ok(keys);
+        for d in &docs {
+            if id_text(d.get("_id").ok().flatten()) == except_id {
+                continue;
             }
-            for d in &batch {
-                if id_text(d.get("_id").ok().flatten()) == except_id {
-                    continue;
+            match d.get("key").ok().flatten() {
+                Some(mongodb::bson::RawBsonRef::String(k)) => {
+                    keys.insert(k.to_string());
                 }
-                match d.get("key").ok().flatten() {
-                    Some(mongodb::bson::RawBsonRef::String(k)) => {
-                        keys.insert(k.to_string());
-                    }
-                    Some(mongodb::bson::RawBsonRef::Array(a)) => {
-                        keys.extend(
-                            a.into_iter()
-                                .flatten()
-                                .filter_map(|k| k.as_str().map(str::to_string)),
-                        );
-                    }
-                    _ => {}
+                Some(mongodb::bson::RawBsonRef::Array(a)) => {
+                    keys.extend(
+                        a.into_iter()
+                            .flatten()
+                            .filter_map(|k| k.as_str().map(str::to_string)),
+                    );
                 }
+                _ => {}
             }
         }
+        Ok(keys)
     }
 }
 

@@ -121,7 +121,10 @@ where
             (status, out, body).into_response()
         }
     };
-    let app = axum::Router::new().fallback(handler);
+    // Parts of 5 MiB and more pass through: no body limit (axum's is 2 MB).
+    let app = axum::Router::new()
+        .fallback(handler)
+        .layer(axum::extract::DefaultBodyLimit::disable());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
