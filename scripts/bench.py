@@ -10,6 +10,15 @@ concurrent), measuring only the measured process:
   os.wait4() of that child (its own rusage, not the stand-ins').
 - service: a fresh `vf-export serve` per case; CPU from /proc/PID/stat
   (utime+stime) deltas over POST..FINISHED, peak RSS from VmHWM.
+- service-interrupted: the same export with its `serve` process killed
+  (-9) after a third and again after two thirds of the rows, each time a
+  new process continuing it from its checkpoint: CPU summed over the three
+  processes, wall from POST to FINISHED (it includes the two lapsed leases,
+  LEASE_SECS=3).
+- drain: two exports running in one `serve`, then SIGTERM: seconds to exit
+  (each is handed back at its next part boundary), against an estimate of
+  what waiting for them to finish would have taken (the uninterrupted
+  service case's wall for the rows still to write).
 
 Prints a table, one JSON line per run and the ratios. Exits non-zero only if
 a run fails or a JSON line is missing; timings are never asserted.
@@ -93,10 +102,10 @@ def http(method, url, body=None, token=None):
 class Service:
     """A fresh `vf-export serve` for one case."""
 
-    def __init__(self, binary, env, log):
+    def __init__(self, binary, env, log, concurrency="4"):
         self.port = free_port()
         # Default POLL_INTERVAL_MS: a POST wakes this process's worker at once.
-        env = dict(env, PORT=str(self.port), WORKER_CONCURRENCY="4", DEV_ROUTES="true")
+        env = dict(env, PORT=str(self.port), WORKER_CONCURRENCY=concurrency, DEV_ROUTES="true")
         self.log = open(log, "w")
         self.p = subprocess.Popen([binary, "serve"], env=env, stdout=self.log, stderr=subprocess.STDOUT)
         self.base = f"http://127.0.0.1:{self.port}"
@@ -120,6 +129,13 @@ class Service:
                 self.p.kill()
                 self.p.wait()
         self.log.close()
+
+    def token(self, campaign):
+        return http("POST", self.base + "/dev/token",
+                    {"userId": "bench", "campaigns": {campaign: ["REPORT"]}})["token"]
+
+    def export(self, campaign, token, i):
+        return http("GET", f"{self.base}/campaigns/{campaign}/exports/{i}", token=token)
 
     def run(self, campaign, bodies):
         """POST each body; wait until all FINISHED. Returns (rows, wall, cpu, rss).
@@ -159,6 +175,74 @@ class Service:
         return rows, wall, cpu, proc_hwm_kb(self.p.pid)
 
 
+def wait_rows(svc, campaign, token, ids, at_least, timeout=3600):
+    """Until every export in `ids` reported `at_least` rows written."""
+    t0 = time.monotonic()
+    while True:
+        ds = [svc.export(campaign, token, i) for i in ids]
+        if all(int((d.get("progress") or {}).get("rowsWritten") or 0) >= at_least for d in ds):
+            return ds
+        for d in ds:
+            if d["status"] in ("FINISHED", "FAILED", "EXPIRED"):
+                raise RuntimeError(f"export ended before {at_least} rows: {d}")
+        if time.monotonic() - t0 > timeout:
+            raise RuntimeError("exports never reached the rows")
+        time.sleep(0.2)
+
+
+def interrupted(vf, env, run, tag, campaign, rows):
+    """An export whose process is killed twice: (rows, wall, cpu, rss)."""
+    env = dict(env, LEASE_SECS="3")
+    cpu, svcs = 0.0, []
+    svc = Service(vf, env, f"{run}/interrupted-{tag}-1.log", concurrency="1")
+    svcs.append(svc)
+    token = svc.token(campaign)
+    cpu0 = proc_cpu_ms(svc.p.pid)
+    i = http("POST", f"{svc.base}/campaigns/{campaign}/exports",
+             {"exportType": "entries", "dateKey": "interrupted"}, token)["id"]
+    try:
+        for n, frac in ((2, 1 / 3), (3, 2 / 3)):
+            wait_rows(svc, campaign, token, [i], int(rows * frac))
+            cpu += proc_cpu_ms(svc.p.pid) - cpu0
+            svc.p.kill()
+            svc.p.wait()
+            svc = Service(vf, env, f"{run}/interrupted-{tag}-{n}.log", concurrency="1")
+            svcs.append(svc)
+            cpu0 = proc_cpu_ms(svc.p.pid)
+        while True:
+            d = svc.export(campaign, token, i)
+            if d["status"] == "FINISHED":
+                break
+            if d["status"] in ("FAILED", "EXPIRED"):
+                raise RuntimeError(f"interrupted export ended {d['status']}: {d}")
+            time.sleep(1.0)
+        cpu += proc_cpu_ms(svc.p.pid) - cpu0
+        wall = iso_ms(d["date"]["finished"]) - iso_ms(d["date"]["created"])
+        resumed = (d.get("progress") or {}).get("resumedFromRow")
+        say(f"{tag}: interrupted export FINISHED with {d['count']} rows, last attempt from row {resumed}")
+        return int(d["count"]), wall, cpu, proc_hwm_kb(svc.p.pid)
+    finally:
+        for s in svcs:
+            s.stop()
+
+
+def drain(vf, env, run, tag, campaign, rows):
+    """Two exports running, then SIGTERM: (seconds to exit, rows written by then)."""
+    svc = Service(vf, env, f"{run}/drain-{tag}.log", concurrency="2")
+    try:
+        token = svc.token(campaign)
+        ids = [http("POST", f"{svc.base}/campaigns/{campaign}/exports",
+                    {"exportType": "entries", "dateKey": f"drain{k}"}, token)["id"] for k in range(2)]
+        ds = wait_rows(svc, campaign, token, ids, max(1, rows // 10))
+        written = sum(int(d["progress"]["rowsWritten"]) for d in ds)
+        t0 = time.monotonic()
+        svc.p.terminate()
+        svc.p.wait(600)
+        return time.monotonic() - t0, written
+    finally:
+        svc.stop()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True, help="directory of vf-export and vf-floor")
@@ -170,7 +254,7 @@ def main():
     a = ap.parse_args()
     env = dict(os.environ)
     vf, floor = os.path.join(a.bin, "vf-export"), os.path.join(a.bin, "vf-floor")
-    results, expected = [], []
+    results, expected, drains = [], [], []
 
     def record(case, rows, wall, cpu, rss):
         r = {
@@ -190,6 +274,7 @@ def main():
         tag = f"{n // 1000}k" if n < 1_000_000 else f"{n // 1_000_000}M"
         skip_4x = 0 < a.max_4x_rows < n
         cases = ["floor", "oneshot", "service", "service-gzip"] + ([] if skip_4x else ["service-4x"])
+        cases += ["service-interrupted"]
         expected += [f"{c}/{tag}" for c in cases]
 
         say(f"{tag}: floor (vf-floor)")
@@ -218,6 +303,23 @@ def main():
             finally:
                 svc.stop()
             record(f"{case}/{tag}", rows, wall, cpu, rss)
+
+        say(f"{tag}: service-interrupted (killed after 1/3 and 2/3 of the rows, continued from its checkpoints)")
+        record(f"service-interrupted/{tag}", *interrupted(vf, env, a.run, tag, cid, n))
+
+        say(f"{tag}: drain (SIGTERM to a serve running two exports)")
+        secs, written = drain(vf, env, a.run, tag, cid, n)
+        svc_row = next((r for r in results if r["case"] == f"service/{tag}"), None)
+        before = None
+        if svc_row:
+            # Waiting for both to finish: the rest of their rows at the
+            # single export's pace (two share the process: a lower bound).
+            left = max(0, 2 * n - written)
+            before = svc_row["wall_ms"] / 1000 * left / max(n, 1)
+        drains.append({"case": f"drain/{tag}", "exit_s": round(secs, 2),
+                       "rows_written_at_sigterm": written,
+                       "wait_to_finish_s_estimate": round(before, 1) if before is not None else None})
+        print(json.dumps(drains[-1]), flush=True)
 
     by = {r["case"]: r for r in results}
     print()
@@ -252,6 +354,12 @@ def main():
             ratio(f"{t}: four-concurrent CPU/row / single service CPU/row",
                   s4["cpu_us_per_row"], s["cpu_us_per_row"], 1.1)
         ratio(f"{t}: one-shot peak RSS MiB (target <= 32)", o["max_rss_kb"] / 1024, 1, 32)
+        si = by.get(f"service-interrupted/{t}")
+        if si:
+            ratio(f"{t}: interrupted-twice CPU/row / service CPU/row", si["cpu_us_per_row"], s["cpu_us_per_row"], 1.1)
+    for d in drains:
+        print(f"  {d['case']}: exit {d['exit_s']} s after SIGTERM; waiting for the exports "
+              f"to finish would have taken ~{d['wait_to_finish_s_estimate']} s")
     if len(tags) >= 2:
         lo, hi = by.get(f"oneshot/{tags[0]}"), by.get(f"oneshot/{tags[-1]}")
         if lo and hi:
