@@ -14,7 +14,8 @@
 
 use mongodb::bson::{oid::ObjectId, Bson, Document};
 
-use crate::queue::{Queue, Status, UploadRef};
+use crate::queue::{Queue, Status};
+use crate::sink::UploadRef;
 use crate::sink::{SinkError, Sinks};
 use crate::store::StoreError;
 
@@ -68,7 +69,7 @@ pub async fn cancel(
     let upload = before
         .get_document("upload")
         .ok()
-        .and_then(UploadRef::from_document);
+        .and_then(crate::queue::upload_ref);
     let cleanup_error = match upload {
         Some(up) => match remove_upload(sinks, &up).await {
             Ok(()) => {

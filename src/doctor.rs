@@ -81,7 +81,7 @@ pub async fn run(cfg: &Config) -> Vec<Check> {
                     Err(e) => emit(check("indexes", Err(e.to_string()))),
                 }
             }
-            Ok(Err(e)) => emit(check("mongodb", Err(crate::telemetry::redact_mongo(&e)))),
+            Ok(Err(e)) => emit(check("mongodb", Err(crate::store::redact_mongo(&e)))),
             Err(_) => emit(check("mongodb", Err("no answer within 15 s".into()))),
         }
     }

@@ -132,7 +132,7 @@ impl IntoResponse for ApiError {
 /// Internal failures (database, S3) become a logged 500.
 impl From<mongodb::error::Error> for ApiError {
     fn from(e: mongodb::error::Error) -> Self {
-        tracing::error!(error = %crate::telemetry::redact_mongo(&e), "database error");
+        tracing::error!(error = %crate::store::redact_mongo(&e), "database error");
         ApiError::internal()
     }
 }
@@ -141,6 +141,26 @@ impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         tracing::error!(error = %e, "store error");
         ApiError::internal()
+    }
+}
+
+/// A type's refusal at POST time: 400 with its code.
+impl From<crate::exports::Invalid> for ApiError {
+    fn from(e: crate::exports::Invalid) -> Self {
+        match e {
+            crate::exports::Invalid::Refused {
+                code,
+                message,
+                payload,
+            } => {
+                let err = ApiError::coded(StatusCode::BAD_REQUEST, code, message);
+                match payload {
+                    Some(p) => err.with_payload(p),
+                    None => err,
+                }
+            }
+            crate::exports::Invalid::Store(e) => e.into(),
+        }
     }
 }
 

@@ -21,6 +21,7 @@ use mongodb::options::ReturnDocument;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use crate::sink::UploadRef;
 use crate::store::{id_forms, id_match, id_string, Store, StoreError};
 
 /// Export status, stored and returned as the original's upper-case names.
@@ -58,6 +59,9 @@ impl Status {
         .find(|st| st.as_str() == s)
     }
 
+    /// Where an export's life ends.
+    pub const FINAL: [Status; 3] = [Status::Finished, Status::Failed, Status::Expired];
+
     /// PENDING or TRIGGERED.
     pub fn is_active(self) -> bool {
         matches!(self, Status::Pending | Status::Triggered)
@@ -91,19 +95,6 @@ pub struct Progress {
     /// Rows the current attempt did not read again: it continued a
     /// checkpoint holding them (0: from the start).
     pub resumed_from_row: i64,
-}
-
-/// A multipart upload, recorded so whoever reclaims the export can abort it
-/// if its owner died. The bucket and key are recorded before the upload is
-/// started (no id yet): an owner killed between S3 creating the upload and
-/// recording its id still leaves the key to find it by.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct UploadRef {
-    pub bucket: String,
-    pub key: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub upload_id: Option<String>,
 }
 
 /// Why an export failed. The original stored `error` as a document (with
@@ -265,16 +256,15 @@ impl Progress {
     }
 }
 
-impl UploadRef {
-    /// `None` without a bucket and a key: nothing could be aborted.
-    pub fn from_document(d: &Document) -> Option<Self> {
-        let f = Lenient(d);
-        Some(Self {
-            bucket: f.text("bucket").filter(|s| !s.is_empty())?,
-            key: f.text("key").filter(|s| !s.is_empty())?,
-            upload_id: f.text("uploadId"),
-        })
-    }
+/// The upload recorded on an export; `None` without a bucket and a key:
+/// nothing could be aborted.
+pub fn upload_ref(d: &Document) -> Option<UploadRef> {
+    let f = Lenient(d);
+    Some(UploadRef {
+        bucket: f.text("bucket").filter(|s| !s.is_empty())?,
+        key: f.text("key").filter(|s| !s.is_empty())?,
+        upload_id: f.text("uploadId"),
+    })
 }
 
 impl ErrorInfo {
@@ -357,7 +347,7 @@ impl ExportRecord {
             lease: f.doc("lease").and_then(Lease::from_document),
             active_key: f.text("activeKey"),
             attempts: f.int("attempts").unwrap_or(0).clamp(0, i64::from(i32::MAX)) as i32,
-            upload: f.doc("upload").and_then(UploadRef::from_document),
+            upload: f.doc("upload").and_then(upload_ref),
             progress: f.doc("progress").map(Progress::from_document),
             deleted: f.flag("deleted"),
             retry_at_ms: f.int("retryAtMs"),
@@ -981,7 +971,7 @@ impl Queue {
     }
 
     /// Counts by status for the queue-depth gauge.
-    pub async fn depth(&self) -> Result<Vec<(String, i64)>, StoreError> {
+    pub async fn depth(&self) -> Result<Vec<(Status, i64)>, StoreError> {
         let mut cur = self
             .coll()
             .aggregate([
@@ -989,19 +979,16 @@ impl Queue {
                 doc! { "$group": { "_id": "$status", "n": { "$sum": 1 } } },
             ])
             .await?;
-        let mut out = vec![
-            (Status::Pending.as_str().to_string(), 0),
-            (Status::Triggered.as_str().to_string(), 0),
-        ];
+        let mut out = vec![(Status::Pending, 0), (Status::Triggered, 0)];
         while let Some(d) = cur.try_next().await? {
-            let status = d.get_str("_id").unwrap_or_default();
+            let status = d.get_str("_id").ok().and_then(Status::parse);
             let n = match d.get("n") {
                 Some(Bson::Int32(n)) => *n as i64,
                 Some(Bson::Int64(n)) => *n,
                 Some(Bson::Double(n)) => *n as i64,
                 _ => 0,
             };
-            if let Some(slot) = out.iter_mut().find(|(s, _)| s == status) {
+            if let Some(slot) = out.iter_mut().find(|(s, _)| Some(*s) == status) {
                 slot.1 = n;
             }
         }

@@ -6,16 +6,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::exports::Registry;
 use crate::http::{self, auth::Auth, AppState};
 use crate::lifecycle::{Termination, Watcher};
-use crate::queue::Queue;
+use crate::queue::{Queue, Status};
 use crate::shutdown::Shutdown;
 use crate::sink::{sdk_config, Sinks};
-use crate::store::{IndexScope, Store};
-use crate::telemetry::Metrics;
+use crate::store::{IndexScope, Store, StoreError};
+use crate::telemetry::{Metrics, QueueReading};
 use crate::worker::{Hooks, Worker, WorkerSettings};
 
 /// Which process role to run.
@@ -27,7 +28,7 @@ pub enum Role {
     Worker,
 }
 
-/// How often the queue-depth gauge is refreshed.
+/// How often the queue is read for its gauges (at most).
 const DEPTH_EVERY: Duration = Duration::from_secs(15);
 /// How often the background MongoDB ping runs (read by `/ready`).
 const PING_EVERY: Duration = Duration::from_secs(10);
@@ -38,6 +39,9 @@ pub struct Application {
     worker: Option<Arc<Worker>>,
     state: AppState,
     cloudwatch: Option<crate::telemetry::cloudwatch::Publisher>,
+    /// Where the queue sampler sends its readings, and how often it reads.
+    readings: watch::Sender<Option<QueueReading>>,
+    sample_every: Duration,
     /// The termination lifecycle hook watcher (on EC2 with ASG_LIFECYCLE_HOOK).
     lifecycle: Option<Watcher>,
 }
@@ -61,7 +65,7 @@ impl Application {
         let metrics = Metrics::new();
         let queue = Queue::new(store.clone());
         let registry = Registry::new();
-        metrics.preinit(&registry.names());
+        metrics.preinit(&registry.names(), &Status::FINAL.map(Status::as_str));
         let auth = match (&cfg.jwt, role) {
             (Some(k), _) => Arc::new(Auth::new(k)?),
             (None, Role::Worker) => {
@@ -85,6 +89,7 @@ impl Application {
             signed_url_ttl: cfg.signed_url_ttl,
             mongo_health: Default::default(),
         };
+        let (readings, readings_rx) = watch::channel(None);
         let cloudwatch =
             cfg.cloudwatch_namespace
                 .as_ref()
@@ -93,7 +98,7 @@ impl Application {
                     namespace: ns.clone(),
                     asg_name: cfg.asg_name.clone(),
                     every: cfg.cloudwatch_interval,
-                    queue: queue.clone(),
+                    readings: readings_rx.clone(),
                     metrics: metrics.clone(),
                 });
         let router = match role {
@@ -124,7 +129,13 @@ impl Application {
             router,
             worker,
             state,
+            // CloudWatch gets a fresh reading at each of its intervals.
+            sample_every: match &cloudwatch {
+                Some(cw) => DEPTH_EVERY.min(cw.every),
+                None => DEPTH_EVERY,
+            },
             cloudwatch,
+            readings,
             lifecycle,
         })
     }
@@ -143,7 +154,11 @@ impl Application {
     /// server stops → return.
     pub async fn run(mut self) -> anyhow::Result<()> {
         let shutdown = self.state.shutdown.clone();
-        let depth = tokio::spawn(refresh_depth(self.state.clone()));
+        let depth = tokio::spawn(sample_queue(
+            self.state.clone(),
+            self.sample_every,
+            self.readings.clone(),
+        ));
         let ping = tokio::spawn(ping_mongo(self.state.clone()));
         if let Some(cw) = self.cloudwatch.take() {
             tokio::spawn(cw.run(shutdown.clone()));
@@ -188,28 +203,34 @@ impl Application {
     }
 }
 
-/// Keep the queue-depth and backlog-age gauges fresh in the background
-/// (never on a request).
-async fn refresh_depth(state: AppState) {
+/// Read the queue in the background (never on a request): its depth and
+/// the oldest PENDING export's age, for the gauges and for the CloudWatch
+/// publisher.
+async fn sample_queue(
+    state: AppState,
+    every: Duration,
+    readings: watch::Sender<Option<QueueReading>>,
+) {
     loop {
-        match state.queue.depth().await {
-            Ok(counts) => {
-                for (status, n) in counts {
-                    state
-                        .metrics
-                        .queue_depth
-                        .with_label_values(&[status.as_str()])
-                        .set(n);
-                }
+        match read_queue(&state.queue).await {
+            Ok(r) => {
+                state.metrics.observe_queue(&r);
+                readings.send_replace(Some(r));
             }
-            Err(e) => tracing::debug!(error = %e, "queue depth refresh failed"),
+            Err(e) => tracing::debug!(error = %e, "queue reading failed"),
         }
-        match state.queue.oldest_pending_age().await {
-            Ok(secs) => state.metrics.oldest_pending_age.set(secs),
-            Err(e) => tracing::debug!(error = %e, "oldest pending age refresh failed"),
-        }
-        tokio::time::sleep(DEPTH_EVERY).await;
+        tokio::time::sleep(every).await;
     }
+}
+
+async fn read_queue(queue: &Queue) -> Result<QueueReading, StoreError> {
+    let depth = queue.depth().await?;
+    let of = |s: Status| depth.iter().find(|(k, _)| *k == s).map_or(0, |(_, n)| *n);
+    Ok(QueueReading {
+        pending: of(Status::Pending),
+        in_flight: of(Status::Triggered),
+        oldest_pending_age: queue.oldest_pending_age().await?,
+    })
 }
 
 /// Keep the last MongoDB ping result for `/ready` and operators, so no

@@ -18,8 +18,9 @@ use crate::error::Code;
 use crate::exports::{
     produce, ExportError, Outputs, Params, Parted, Progress, Registry, S3Outputs, Shape, Source,
 };
-use crate::queue::{ExportRecord, Finished, Queue, Status, UploadRef};
+use crate::queue::{ExportRecord, Finished, Queue, Status};
 use crate::shutdown::Shutdown;
+use crate::sink::UploadRef;
 use crate::sink::{
     BoxRead, BoxWrite, Checkpoint, DestKind, Destination, ObjectSpec, OnPart, SinkError, Sinks,
     Upload, Uploaded,

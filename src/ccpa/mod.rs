@@ -28,19 +28,13 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::exports::raw::text_at;
-use crate::exports::Registry;
+use crate::exports::{CcpaFiles, Registry};
 use crate::queue::{ExportRecord, Queue, Status};
 use crate::sink::Sinks;
 use crate::store::{id_match, Reader, Store, StoreError};
 use audit::{AuditLog, Rewrote};
 use lock::ObjectLock;
 use waves::{RewriteError, Rewritten, UserRows};
-
-/// Types whose files belong to partner pipelines: never deleted here.
-pub const SKIPPED_TYPES: [&str; 3] = ["verifiedEntries", "scoring", "autoReminderEmail"];
-
-/// The type whose files are rewritten, not deleted.
-const WAVES_TYPE: &str = "codeWaves";
 
 /// How long a request waits for a wave file another request is rewriting.
 pub const LOCK_WAIT: Duration = Duration::from_secs(30);
@@ -244,11 +238,12 @@ impl Job {
     ) -> Result<(), StoreError> {
         let mut plan: Vec<(&ExportRecord, Vec<Target>)> = Vec::new();
         for rec in records.iter().filter(|r| !r.deleted) {
-            if SKIPPED_TYPES.contains(&rec.export_type.as_str()) {
+            let files = self.d.registry.ccpa_files(&rec.export_type);
+            if files == CcpaFiles::Keep {
                 self.outcome.skipped += 1;
             } else if matches!(rec.status, Status::Pending | Status::Triggered) {
                 self.outcome.in_flight += 1;
-            } else if rec.export_type == WAVES_TYPE {
+            } else if files == CcpaFiles::Rewrite {
                 // Its file is rewritten with the campaign's other wave files.
             } else {
                 match self.targets(rec) {
@@ -387,7 +382,8 @@ impl Job {
         // The codeWaves export whose record names each file.
         let named: HashMap<&str, ObjectId> = records
             .iter()
-            .filter(|r| r.export_type == WAVES_TYPE && r.status == Status::Finished && !r.deleted)
+            .filter(|r| r.status == Status::Finished && !r.deleted)
+            .filter(|r| self.d.registry.ccpa_files(&r.export_type) == CcpaFiles::Rewrite)
             .filter_map(|r| r.key.as_ref().and_then(Bson::as_str).map(|k| (k, r.id)))
             .collect();
         for key in &keys {

@@ -16,7 +16,43 @@ use mongodb::bson::Bson;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::sink::{BoxWrite, CutDue, PartWriter};
+/// A boxed byte sink the encoders write to.
+pub type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// The byte sink of a resumable CSV (spec: exports.md, Resumable): parts
+/// that end where the encoder cuts them. The sinks implement it; the
+/// encoder knows nothing of where the parts go.
+#[async_trait::async_trait]
+pub trait PartSink: AsyncWrite + Send + Unpin {
+    /// A shared view of the bytes since the last cut (the sink is buried
+    /// under the CSV writer and the gzip member while rows are written).
+    fn cut_due(&self) -> CutDue;
+    /// End the part here: everything written so far is `rows` data rows,
+    /// and a reader continues after `position`.
+    async fn cut(&mut self, rows: u64, position: Bson) -> std::io::Result<()>;
+}
+
+/// Whether a part's worth of bytes went into a [`PartSink`] since its last
+/// cut.
+#[derive(Clone)]
+pub struct CutDue {
+    since_cut: Arc<AtomicU64>,
+    part_size: u64,
+}
+
+impl CutDue {
+    /// `since_cut`: the sink's count of bytes since its last cut.
+    pub fn new(since_cut: Arc<AtomicU64>, part_size: u64) -> Self {
+        Self {
+            since_cut,
+            part_size,
+        }
+    }
+
+    pub fn is_due(&self) -> bool {
+        self.since_cut.load(Ordering::Relaxed) >= self.part_size
+    }
+}
 
 /// OWASP CSV injection: a cell a spreadsheet would run as a formula gets a
 /// leading `'`. `+`/`-` followed by a plain number or phone number
@@ -80,7 +116,7 @@ pub enum EncodeError {
 /// every cut, not the upload).
 enum Sink {
     Boxed(BoxWrite),
-    Parts(PartWriter),
+    Parts(Box<dyn PartSink>),
 }
 
 /// The bytes under the CSV writer: plain, or one gzip member.
@@ -226,7 +262,7 @@ impl CsvOut {
     /// at the next boundary with [`EncodeError::Suspended`]. `resume`: the
     /// run continues a checkpoint (its header is in the first part).
     pub fn parted(
-        w: PartWriter,
+        w: Box<dyn PartSink>,
         gzip: bool,
         delimiter: u8,
         progress: Arc<AtomicU64>,

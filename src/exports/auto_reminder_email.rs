@@ -10,7 +10,7 @@ use std::collections::HashSet;
 
 use super::reminder_email::{count_selected, default_region_meta};
 use super::sfmc::{defaulted, plan_regions, prefix, region_reader, SfmcRows, SFMC_COLUMNS};
-use super::{ExportError, ExportType, FileFormat, Files, Meta, Shape, Source};
+use super::{CcpaFiles, ExportError, ExportType, FileFormat, Files, Meta, Shape, Source};
 use crate::sink::DestKind;
 
 pub struct AutoReminderEmail;
@@ -26,6 +26,10 @@ pub fn normalized_artist(name: &str) -> String {
 impl ExportType for AutoReminderEmail {
     fn name(&self) -> &'static str {
         "autoReminderEmail"
+    }
+    /// A partner pipeline's file.
+    fn ccpa_files(&self) -> CcpaFiles {
+        CcpaFiles::Keep
     }
     fn format(&self) -> FileFormat {
         FileFormat::CSV

@@ -16,7 +16,7 @@ use super::codes::{assigned, codes_filter, codes_reader};
 use super::entry_rows::{users_by_id, Person};
 use super::raw::text_at;
 use super::scoring_rows::{entries_by_user, SCORING_KEY};
-use super::{ExportError, ExportType, FileFormat, KeyParts, Meta, Source};
+use super::{CcpaFiles, ExportError, ExportType, FileFormat, KeyParts, Meta, Source};
 use crate::encode::CsvOut;
 use crate::sink::DestKind;
 use crate::store::{id_forms, id_match, id_text_at, lookup, Store, StoreError};
@@ -62,6 +62,12 @@ async fn scoring_by_user(
 impl ExportType for CodeWaves {
     fn name(&self) -> &'static str {
         "codeWaves"
+    }
+    fn needs_date_key(&self) -> bool {
+        true
+    }
+    fn ccpa_files(&self) -> CcpaFiles {
+        CcpaFiles::Rewrite
     }
     fn format(&self) -> FileFormat {
         FileFormat::CSV

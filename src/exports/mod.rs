@@ -34,7 +34,7 @@ use async_trait::async_trait;
 use mongodb::bson::{Bson, Document};
 
 use crate::encode::CsvOut;
-use crate::error::{ApiError, Code};
+use crate::error::Code;
 use crate::sink::{DestKind, RemoteClass, SinkError, Sinks, Uploaded};
 use crate::store::{Campaign, Market, Store, StoreError};
 
@@ -268,6 +268,17 @@ impl ExportError {
     }
 }
 
+/// What a CCPA deletion does with a type's files (spec: api.md, CCPA).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CcpaFiles {
+    /// Deleted with the exports of the user's campaigns.
+    Delete,
+    /// Partner pipelines' files: never deleted here (counted `skipped`).
+    Keep,
+    /// Rewritten without the user's rows (the campaign's wave files).
+    Rewrite,
+}
+
 /// What a type adds to the export's `meta` (e.g. `defaultRegionRows`).
 pub type Meta = Document;
 
@@ -285,6 +296,14 @@ pub trait ExportType: Send + Sync + 'static {
     /// Does this type read entries per market (needs ≥ 1 market)?
     fn needs_markets(&self) -> bool {
         false
+    }
+    /// Must the request carry a `dateKey` (digits only)?
+    fn needs_date_key(&self) -> bool {
+        false
+    }
+    /// What a CCPA deletion does with this type's files.
+    fn ccpa_files(&self) -> CcpaFiles {
+        CcpaFiles::Delete
     }
     /// Object key (spec: exports.md "Keys").
     fn key(&self, k: &KeyParts<'_>) -> String {
@@ -313,7 +332,7 @@ pub trait ExportType: Send + Sync + 'static {
         _store: &Store,
         _campaign: &Campaign,
         _params: &Params,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Invalid> {
         Ok(())
     }
     /// The preliminary count (`progress.expectedRows`); `None` where the
@@ -410,11 +429,34 @@ pub fn slug(s: &str) -> String {
     out
 }
 
+/// Why a type refuses an export at POST time; the HTTP layer answers it
+/// (error.rs: a refusal is a 400 with its code, a store error a 500).
+#[derive(Debug, thiserror::Error)]
+pub enum Invalid {
+    #[error("{message}")]
+    Refused {
+        code: Code,
+        message: &'static str,
+        payload: Option<serde_json::Value>,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Invalid {
+    pub fn refused(code: Code, message: &'static str) -> Self {
+        Invalid::Refused {
+            code,
+            message,
+            payload: None,
+        }
+    }
+}
+
 /// POST-time check shared by the entry-based types.
-pub fn require_markets(needs: bool, markets_found: usize) -> Result<(), ApiError> {
+pub fn require_markets(needs: bool, markets_found: usize) -> Result<(), Invalid> {
     if needs && markets_found == 0 {
-        return Err(ApiError::coded(
-            axum::http::StatusCode::BAD_REQUEST,
+        return Err(Invalid::refused(
             Code::NoMarketsFound,
             "the campaign has no markets",
         ));
@@ -454,6 +496,12 @@ impl Registry {
 
     pub fn get(&self, name: &str) -> Option<Arc<dyn ExportType>> {
         self.types.get(name).cloned()
+    }
+
+    /// What a CCPA deletion does with the files of a stored type name (one
+    /// this build does not know, say a retired type's, is deleted).
+    pub fn ccpa_files(&self, name: &str) -> CcpaFiles {
+        self.get(name).map_or(CcpaFiles::Delete, |t| t.ccpa_files())
     }
 
     /// Every type, by name.

@@ -242,9 +242,14 @@ async fn run(
             };
             let rows_counter = ledger.progress.rows.clone();
             let mut out = match ledger.open_parts(dest, &spec).await? {
-                Some((writer, resume, stop)) => {
-                    CsvOut::parted(writer, gzip, fmt.delimiter, rows_counter, stop, resume)
-                }
+                Some((writer, resume, stop)) => CsvOut::parted(
+                    Box::new(writer),
+                    gzip,
+                    fmt.delimiter,
+                    rows_counter,
+                    stop,
+                    resume,
+                ),
                 None => {
                     let w = ledger.open(dest, &spec, true).await?;
                     CsvOut::with_progress(maybe_gzip(w, gzip), fmt.delimiter, rows_counter)

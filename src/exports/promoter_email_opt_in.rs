@@ -6,15 +6,16 @@
 use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
-use axum::http::StatusCode;
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
 use serde_json::json;
 
 use super::entries::count_entries;
 use super::entry_rows::{write_opt_ins, OPT_IN_COLUMNS};
-use super::{file_part, ExportError, ExportType, FileFormat, Files, Meta, Params, Shape, Source};
-use crate::error::{ApiError, Code};
+use super::{
+    file_part, ExportError, ExportType, FileFormat, Files, Invalid, Meta, Params, Shape, Source,
+};
+use crate::error::Code;
 use crate::store::{id_forms, id_match, id_string, Campaign, Store, StoreError};
 
 pub struct PromoterEmailOptIn;
@@ -68,7 +69,7 @@ impl ExportType for PromoterEmailOptIn {
         store: &Store,
         campaign: &Campaign,
         _params: &Params,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Invalid> {
         let names = promoter_names(store, &campaign.promoters).await?;
         let missing: Vec<&String> = campaign
             .promoters
@@ -78,12 +79,11 @@ impl ExportType for PromoterEmailOptIn {
         if missing.is_empty() {
             return Ok(());
         }
-        Err(ApiError::coded(
-            StatusCode::BAD_REQUEST,
-            Code::PromotersNotFound,
-            "some of the campaign's promoters do not exist",
-        )
-        .with_payload(json!({ "promoterIds": missing })))
+        Err(Invalid::Refused {
+            code: Code::PromotersNotFound,
+            message: "some of the campaign's promoters do not exist",
+            payload: Some(json!({ "promoterIds": missing })),
+        })
     }
 
     async fn expected_rows(&self, src: &Source) -> Result<Option<u64>, ExportError> {

@@ -14,7 +14,7 @@ use mongodb::bson::{doc, RawDocumentBuf};
 use super::entry_rows::{entry_cells, MarketView, Markets, ENTRY_COLUMNS};
 use super::raw::text_at;
 use super::scoring_rows::{scoring_filter, Scored, ScoringReader};
-use super::{ExportError, ExportType, FileFormat, Meta, Source};
+use super::{CcpaFiles, ExportError, ExportType, FileFormat, Meta, Source};
 use crate::encode::CsvOut;
 use crate::sink::DestKind;
 
@@ -48,6 +48,10 @@ fn entry_or_stub(s: &Scored) -> Cow<'_, RawDocumentBuf> {
 impl ExportType for Scoring {
     fn name(&self) -> &'static str {
         "scoring"
+    }
+    /// A partner pipeline's file.
+    fn ccpa_files(&self) -> CcpaFiles {
+        CcpaFiles::Keep
     }
     fn format(&self) -> FileFormat {
         FileFormat::TXT

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use mongodb::bson::doc;
 
 use super::scoring_rows::{scoring_filter, ScoringReader};
-use super::{ExportError, ExportType, FileFormat, KeyParts, Meta, Source};
+use super::{CcpaFiles, ExportError, ExportType, FileFormat, KeyParts, Meta, Source};
 use crate::encode::CsvOut;
 use crate::sink::DestKind;
 
@@ -29,6 +29,10 @@ const COLUMNS: [&str; 8] = [
 impl ExportType for VerifiedEntries {
     fn name(&self) -> &'static str {
         "verifiedEntries"
+    }
+    /// A partner pipeline's file.
+    fn ccpa_files(&self) -> CcpaFiles {
+        CcpaFiles::Keep
     }
     fn format(&self) -> FileFormat {
         FileFormat::CSV

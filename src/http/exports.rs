@@ -35,8 +35,6 @@ pub fn check_campaign_id(id: &str) -> Result<(), ApiError> {
     super::check_id("campaignId", id)
 }
 
-const DATE_KEY_TYPES: [&str; 1] = ["codeWaves"];
-
 /// The validated POST body.
 struct CreateBody {
     export_type: String,
@@ -54,15 +52,17 @@ fn parse_create(state: &AppState, v: &Value) -> Result<CreateBody, ApiError> {
         ApiError::coded(StatusCode::BAD_REQUEST, Code::InvalidExportType, msg)
             .with_payload(json!({ "field": "exportType", "validTypes": valid }))
     };
-    let export_type = match obj.get("exportType") {
+    let (export_type, ty) = match obj.get("exportType") {
         None | Some(Value::Null) => return Err(invalid_type("exportType is required")),
-        Some(Value::String(s)) if state.registry.get(s).is_some() => s.clone(),
+        Some(Value::String(s)) if state.registry.get(s).is_some() => {
+            (s.clone(), state.registry.get(s).expect("checked"))
+        }
         Some(Value::String(_)) => {
             return Err(invalid_type("exportType is not a valid export type"))
         }
         Some(_) => return Err(invalid_type("exportType must be a string")),
     };
-    let needs_date_key = DATE_KEY_TYPES.contains(&export_type.as_str());
+    let needs_date_key = ty.needs_date_key();
     let date_key = match obj.get("dateKey") {
         None | Some(Value::Null) if needs_date_key => {
             return Err(date_key_error(

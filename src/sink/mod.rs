@@ -11,7 +11,7 @@ mod file;
 mod multipart;
 mod objects;
 
-pub use multipart::{CutDue, PartWriter};
+pub use multipart::PartWriter;
 pub use objects::BoxRead;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,20 +20,31 @@ use std::time::Duration;
 
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::types::ObjectCannedAcl;
-use tokio::io::{AsyncWrite, DuplexStream};
+use tokio::io::DuplexStream;
 use tokio::sync::{oneshot, OnceCell};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Buckets, Config};
-use crate::queue::UploadRef;
 
 /// Size of the pipe between encoder and uploader. Small: the part buffer is
 /// where bytes accumulate.
 const PIPE_BYTES: usize = 256 * 1024;
 
-/// A boxed byte sink the encoders write to.
-pub type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
+pub use crate::encode::BoxWrite;
+
+/// A multipart upload, recorded so whoever reclaims the export can abort it
+/// if its owner died. The bucket and key are recorded before the upload is
+/// started (no id yet): an owner killed between S3 creating the upload and
+/// recording its id still leaves the key to find it by.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadRef {
+    pub bucket: String,
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_id: Option<String>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {

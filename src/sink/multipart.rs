@@ -26,10 +26,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, PollSender};
 
+use super::UploadRef;
 use super::{
     Checkpoint, Destination, End, ObjectSpec, OnPart, PartRef, SinkError, Upload, Uploaded,
 };
-use crate::queue::UploadRef;
+use crate::encode::{CutDue, PartSink};
 
 /// Bytes the writer gathers before handing them to the upload task.
 const CHUNK: usize = 64 * 1024;
@@ -62,45 +63,14 @@ pub struct PartWriter {
     marked: bool,
 }
 
-/// Tells whether a part's worth of bytes went into a [`PartWriter`] since
-/// its last cut, while the writer itself is buried under encoders.
-#[derive(Clone)]
-pub struct CutDue {
-    since_cut: Arc<AtomicU64>,
-    part_size: u64,
-}
-
-impl CutDue {
-    pub fn is_due(&self) -> bool {
-        self.since_cut.load(Ordering::Relaxed) >= self.part_size
-    }
-}
-
 impl PartWriter {
     /// Add every byte written to `n` too.
     pub fn count_bytes(&mut self, n: Arc<AtomicU64>) {
         self.counted = Some(n);
     }
 
-    pub fn cut_due(&self) -> CutDue {
-        CutDue {
-            since_cut: self.since_cut.clone(),
-            part_size: self.part_size as u64,
-        }
-    }
-
     fn since(&self) -> u64 {
         self.since_cut.load(Ordering::Relaxed)
-    }
-
-    /// End the part here: everything written so far is `rows` data rows,
-    /// and a reader continues after `position`. The upload task checkpoints
-    /// the part once S3 has it.
-    pub async fn cut(&mut self, rows: u64, position: Bson) -> std::io::Result<()> {
-        std::future::poll_fn(|cx| self.poll_send_buf(cx)).await?;
-        self.send(Chunk::Cut { rows, position }).await?;
-        self.since_cut.store(0, Ordering::Relaxed);
-        Ok(())
     }
 
     async fn send(&mut self, c: Chunk) -> std::io::Result<()> {
@@ -134,6 +104,21 @@ impl PartWriter {
 
 fn closed() -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the upload stopped")
+}
+
+#[async_trait::async_trait]
+impl PartSink for PartWriter {
+    fn cut_due(&self) -> CutDue {
+        CutDue::new(self.since_cut.clone(), self.part_size as u64)
+    }
+
+    /// The upload task checkpoints the part once S3 has it.
+    async fn cut(&mut self, rows: u64, position: Bson) -> std::io::Result<()> {
+        std::future::poll_fn(|cx| self.poll_send_buf(cx)).await?;
+        self.send(Chunk::Cut { rows, position }).await?;
+        self.since_cut.store(0, Ordering::Relaxed);
+        Ok(())
+    }
 }
 
 impl AsyncWrite for PartWriter {

@@ -18,12 +18,27 @@ pub use reader::{id_text_at, lookup, Reader, BATCH};
 /// A database failure, described without server-echoed values.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("{}", crate::telemetry::redact_mongo(.0))]
+    #[error("{}", redact_mongo(.0))]
     Mongo(#[from] mongodb::error::Error),
     /// A read that cannot be proven complete (the export fails with
     /// [`reader::READ_INCOMPLETE`] rather than finish short).
     #[error("{0}")]
     Incomplete(String),
+}
+
+/// A MongoDB error described without server-echoed values (a duplicate-key
+/// message quotes the key; a validation message may quote a document).
+pub fn redact_mongo(e: &mongodb::error::Error) -> String {
+    use mongodb::error::{ErrorKind, WriteFailure};
+    match e.kind.as_ref() {
+        ErrorKind::Command(c) => format!("command error {} ({})", c.code, c.code_name),
+        ErrorKind::Write(WriteFailure::WriteError(w)) => format!("write error {}", w.code),
+        ErrorKind::Write(WriteFailure::WriteConcernError(w)) => {
+            format!("write concern error {}", w.code)
+        }
+        ErrorKind::InsertMany(_) | ErrorKind::BulkWrite(_) => "bulk write error".to_string(),
+        _ => e.to_string(),
+    }
 }
 
 /// MongoDB error codes after which the same read succeeds again once the

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
 
-use super::Metrics;
-use crate::queue::Queue;
+use tokio::sync::watch;
+
+use super::{Metrics, QueueReading};
 use crate::shutdown::Shutdown;
 
 /// Metric names (spec: exports.md "Metric names").
@@ -23,7 +24,8 @@ pub struct Publisher {
     /// `AutoScalingGroupName`; from config, else the instance's ASG tag.
     pub asg_name: Option<String>,
     pub every: Duration,
-    pub queue: Queue,
+    /// The server's queue readings (None until the first).
+    pub readings: watch::Receiver<Option<QueueReading>>,
     pub metrics: Metrics,
 }
 
@@ -36,10 +38,18 @@ impl Publisher {
                 tracing::warn!("CloudWatch metrics without the AutoScalingGroupName dimension: set ASG_NAME (instance metadata tags unavailable)");
             }
         }
+        // The first reading, then the latest one every interval.
+        tokio::select! {
+            _ = self.readings.wait_for(Option::is_some) => {},
+            _ = shutdown.draining() => return,
+        }
         loop {
-            if let Err(e) = self.publish_once().await {
-                self.metrics.cloudwatch_failures.inc();
-                tracing::warn!(error = %e, "CloudWatch PutMetricData failed");
+            let reading = *self.readings.borrow();
+            if let Some(r) = reading {
+                if let Err(e) = self.publish_once(&r).await {
+                    self.metrics.cloudwatch_failures.inc();
+                    tracing::warn!(error = %e, "CloudWatch PutMetricData failed");
+                }
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.every) => {},
@@ -51,21 +61,12 @@ impl Publisher {
     /// Queue-wide PENDING (backlog) and TRIGGERED (in flight) counts and the
     /// oldest PENDING export's age: every instance reports the same queue,
     /// so the alarms use Maximum.
-    pub async fn publish_once(&self) -> anyhow::Result<()> {
-        let depth = self.queue.depth().await?;
-        let get = |s: &str| {
-            depth
-                .iter()
-                .find(|(k, _)| k == s)
-                .map(|(_, n)| *n)
-                .unwrap_or(0)
-        };
+    pub async fn publish_once(&self, r: &QueueReading) -> anyhow::Result<()> {
         let dims: Vec<Dimension> = self
             .asg_name
             .iter()
             .map(|n| Dimension::builder().name(DIMENSION).value(n).build())
             .collect();
-        let age = self.queue.oldest_pending_age().await?;
         let datum = |name: &str, v: i64, unit: StandardUnit| {
             MetricDatum::builder()
                 .metric_name(name)
@@ -77,9 +78,13 @@ impl Publisher {
         self.client
             .put_metric_data()
             .namespace(&self.namespace)
-            .metric_data(datum(BACKLOG, get("PENDING"), StandardUnit::Count))
-            .metric_data(datum(IN_FLIGHT, get("TRIGGERED"), StandardUnit::Count))
-            .metric_data(datum(BACKLOG_AGE, age, StandardUnit::Seconds))
+            .metric_data(datum(BACKLOG, r.pending, StandardUnit::Count))
+            .metric_data(datum(IN_FLIGHT, r.in_flight, StandardUnit::Count))
+            .metric_data(datum(
+                BACKLOG_AGE,
+                r.oldest_pending_age,
+                StandardUnit::Seconds,
+            ))
             .send()
             .await
             .map_err(|e| {

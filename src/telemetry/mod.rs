@@ -19,8 +19,6 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
-use crate::queue::Status;
-
 pub const PRODUCT_CODE: &str = "PRD1541";
 pub const SERVICE: &str = "vf-export";
 
@@ -162,19 +160,16 @@ where
     }
 }
 
-/// A MongoDB error described without server-echoed values (a duplicate-key
-/// message quotes the key; a validation message may quote a document).
-pub fn redact_mongo(e: &mongodb::error::Error) -> String {
-    use mongodb::error::{ErrorKind, WriteFailure};
-    match e.kind.as_ref() {
-        ErrorKind::Command(c) => format!("command error {} ({})", c.code, c.code_name),
-        ErrorKind::Write(WriteFailure::WriteError(w)) => format!("write error {}", w.code),
-        ErrorKind::Write(WriteFailure::WriteConcernError(w)) => {
-            format!("write concern error {}", w.code)
-        }
-        ErrorKind::InsertMany(_) | ErrorKind::BulkWrite(_) => "bulk write error".to_string(),
-        _ => e.to_string(),
-    }
+/// One reading of the queue, taken by the server's sampler (startup.rs)
+/// and fed to the gauges and to CloudWatch: telemetry never reads the queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct QueueReading {
+    /// PENDING exports (the backlog).
+    pub pending: i64,
+    /// TRIGGERED exports (in flight, on any instance).
+    pub in_flight: i64,
+    /// Seconds the oldest PENDING export has waited (0: none waits).
+    pub oldest_pending_age: i64,
 }
 
 /// Prometheus metrics of the service, registered on one registry that the
@@ -312,17 +307,28 @@ impl Metrics {
     /// it, and an alert that compares with "none finished" needs the series
     /// there before the first export. The queue-depth gauge is left to its
     /// refresh: its `status` series appear with the first real reading.
-    pub fn preinit(&self, export_types: &[&str]) {
+    /// `final_statuses`: the `status` values of `vf_export_exports_total`.
+    pub fn preinit(&self, export_types: &[&str], final_statuses: &[&str]) {
         for ty in export_types {
-            // The `status` values of `vf_export_exports_total`: final ones.
-            for status in [Status::Finished, Status::Failed, Status::Expired] {
-                self.exports.with_label_values(&[ty, status.as_str()]);
+            for status in final_statuses {
+                self.exports.with_label_values(&[ty, status]);
             }
             self.exports_started.with_label_values(&[ty]);
             self.rows_written.with_label_values(&[ty]);
             self.bytes_written.with_label_values(&[ty]);
             self.export_duration.with_label_values(&[ty]);
         }
+    }
+
+    /// The queue gauges from a reading (`status` labels: the stored names).
+    pub fn observe_queue(&self, r: &QueueReading) {
+        self.queue_depth
+            .with_label_values(&["PENDING"])
+            .set(r.pending);
+        self.queue_depth
+            .with_label_values(&["TRIGGERED"])
+            .set(r.in_flight);
+        self.oldest_pending_age.set(r.oldest_pending_age);
     }
 
     /// Prometheus text exposition of every registered metric.

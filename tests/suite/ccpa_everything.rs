@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
 use serde_json::{json, Value};
-use vf_export::ccpa::SKIPPED_TYPES;
+use vf_export::exports::{CcpaFiles, Registry};
 
 use crate::ccpa::{audit_objects, audit_records, delete_user, is_deleted, user_sha};
 use crate::common::seed::*;
@@ -211,7 +211,7 @@ async fn after_ccpa_no_object_in_any_bucket_holds_the_users_rows() {
             let t = d.get_str("exportType").unwrap();
             let keys = keys_of(&d);
             assert!(!keys.is_empty(), "{d}");
-            if cid == "c9" || SKIPPED_TYPES.contains(&t) {
+            if cid == "c9" || Registry::new().ccpa_files(t) == CcpaFiles::Keep {
                 kept_whole.extend(keys.into_iter().map(|k| (bucket_of(t), k)));
             } else if t == "codeWaves" {
                 waves.insert(keys[0].clone(), d.get_object_id("_id").unwrap());
@@ -313,7 +313,7 @@ async fn after_ccpa_no_object_in_any_bucket_holds_the_users_rows() {
             let gone = is_deleted(&d);
             assert_eq!(
                 gone,
-                !SKIPPED_TYPES.contains(&t) && t != "codeWaves",
+                Registry::new().ccpa_files(t) == CcpaFiles::Delete,
                 "{cid} {t}: {d}"
             );
         }
