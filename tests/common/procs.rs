@@ -185,7 +185,11 @@ pub async fn seed(app: &TestApp, campaign: &str, entries: u64, markets: u64) {
 
 /// [`seed`] into any MongoDB.
 pub async fn seed_into(uri: &str, db: &str, campaign: &str, entries: u64, markets: u64) {
-    let status = tokio::process::Command::new(env!("CARGO_BIN_EXE_vf-seed"))
+    // Built only with the dev-tools feature (scripts/test passes it).
+    let Some(seed) = option_env!("CARGO_BIN_EXE_vf-seed") else {
+        panic!("vf-seed is not built: run the tests with `--features dev-tools`")
+    };
+    let status = tokio::process::Command::new(seed)
         .args([
             "--mongodb-uri",
             uri,
