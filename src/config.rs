@@ -1,11 +1,13 @@
 //! Configuration: environment variables, each also a `--flag` (clap derive,
-//! `env`). Parsed and validated once at start; every other module receives a
+//! `env`) except the secrets (MONGODB_URI, JWT_SECRET: the environment or a
+//! `*_FILE` only, held as `SecretString`, never printed). Parsed and validated once at start; every other module receives a
 //! typed value and never reads the environment itself.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use secrecy::{ExposeSecret, SecretString};
 
 /// `vf-export`: Verified Fan export service.
 #[derive(Debug, Parser)]
@@ -157,15 +159,17 @@ pub struct Settings {
     /// HTTP port.
     #[arg(long, env = "PORT", default_value_t = 8080)]
     pub port: u16,
-    /// MongoDB connection string (required).
-    #[arg(long, env = "MONGODB_URI", hide_env_values = true)]
-    pub mongodb_uri: Option<String>,
+    /// MongoDB connection string (required): from MONGODB_URI or
+    /// MONGODB_URI_FILE only, never a flag (`ps` shows a process's flags).
+    #[arg(skip = env_secret("MONGODB_URI"))]
+    pub mongodb_uri: Option<SecretString>,
     /// MongoDB database name.
     #[arg(long, env = "MONGODB_DB", default_value = "titan")]
     pub mongodb_db: String,
-    /// HS256 shared secret for JWTs.
-    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
+    /// HS256 shared secret for JWTs: from JWT_SECRET or JWT_SECRET_FILE
+    /// only, never a flag.
+    #[arg(skip = env_secret("JWT_SECRET"))]
+    pub jwt_secret: Option<SecretString>,
     /// RS256/ES256 public key (PEM) for JWTs.
     #[arg(long, env = "JWT_PUBLIC_KEY", hide_env_values = true)]
     pub jwt_public_key: Option<String>,
@@ -298,7 +302,7 @@ pub enum Needs {
 /// How the service verifies JWTs.
 #[derive(Clone)]
 pub enum JwtKey {
-    Secret(String),
+    Secret(SecretString),
     PublicKeyPem(String),
 }
 
@@ -328,7 +332,7 @@ pub struct Buckets {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub port: u16,
-    pub mongodb_uri: String,
+    pub mongodb_uri: SecretString,
     pub mongodb_db: String,
     pub jwt: Option<JwtKey>,
     pub aws_region: String,
@@ -369,18 +373,31 @@ fn non_empty(v: &Option<String>) -> Option<String> {
         .map(str::to_string)
 }
 
+/// A secret variable of the environment (read when the command line is
+/// parsed, as clap reads the others).
+fn env_secret(var: &str) -> Option<SecretString> {
+    std::env::var(var).ok().map(SecretString::from)
+}
+
 /// A secret from `VAR_FILE` (which wins) or `VAR`, trimmed like the
 /// variable. The error names the file variable and the path, never the
 /// content.
 fn secret(
     file_var: &'static str,
     file: &Option<PathBuf>,
-    value: &Option<String>,
+    value: Option<&str>,
 ) -> Result<Option<String>, ConfigError> {
     match file.as_deref().filter(|p| !p.as_os_str().is_empty()) {
         Some(path) => read_secret(file_var, path).map(Some),
-        None => Ok(non_empty(value)),
+        None => Ok(value
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)),
     }
+}
+
+fn exposed(v: &Option<SecretString>) -> Option<&str> {
+    v.as_ref().map(|s| s.expose_secret())
 }
 
 fn read_secret(file_var: &'static str, path: &Path) -> Result<String, ConfigError> {
@@ -400,7 +417,7 @@ impl Settings {
             &secret(
                 "MONGODB_URI_FILE",
                 &self.mongodb_uri_file,
-                &self.mongodb_uri,
+                exposed(&self.mongodb_uri),
             )?,
         )?;
         if !mongodb_uri.starts_with("mongodb://") && !mongodb_uri.starts_with("mongodb+srv://") {
@@ -413,11 +430,15 @@ impl Settings {
             return Err(err("MONGODB_DB", "must not be empty"));
         }
         let jwt = match (
-            secret("JWT_SECRET_FILE", &self.jwt_secret_file, &self.jwt_secret)?,
+            secret(
+                "JWT_SECRET_FILE",
+                &self.jwt_secret_file,
+                exposed(&self.jwt_secret),
+            )?,
             secret(
                 "JWT_PUBLIC_KEY_FILE",
                 &self.jwt_public_key_file,
-                &self.jwt_public_key,
+                self.jwt_public_key.as_deref(),
             )?,
         ) {
             (Some(_), Some(_)) => {
@@ -426,7 +447,7 @@ impl Settings {
                     "set either JWT_SECRET or JWT_PUBLIC_KEY, not both",
                 ))
             }
-            (Some(s), None) => Some(JwtKey::Secret(s)),
+            (Some(s), None) => Some(JwtKey::Secret(s.into())),
             (None, Some(p)) => {
                 let ok = jsonwebtoken::DecodingKey::from_rsa_pem(p.as_bytes()).is_ok()
                     || jsonwebtoken::DecodingKey::from_ec_pem(p.as_bytes()).is_ok();
@@ -528,7 +549,7 @@ impl Settings {
             })?;
         Ok(Config {
             port: self.port,
-            mongodb_uri,
+            mongodb_uri: mongodb_uri.into(),
             mongodb_db: self.mongodb_db.trim().to_string(),
             jwt,
             aws_region: self.aws_region.clone(),
@@ -560,13 +581,41 @@ impl Settings {
 mod tests {
     use super::*;
 
+    /// Settings from flags; `--mongodb-uri` and `--jwt-secret` stand for
+    /// the variables (no such flags exist: see the secret fields).
     fn settings(args: &[&str]) -> Settings {
         let mut argv = vec!["vf-export", "serve"];
-        argv.extend_from_slice(args);
+        let (mut uri, mut jwt) = (None, None);
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            match *a {
+                "--mongodb-uri" => uri = it.next().map(|v| SecretString::from(*v)),
+                "--jwt-secret" => jwt = it.next().map(|v| SecretString::from(*v)),
+                _ => argv.push(a),
+            }
+        }
         match Cli::try_parse_from(argv).unwrap().command {
-            Command::Serve(s) => s,
+            Command::Serve(mut s) => {
+                s.mongodb_uri = uri;
+                s.jwt_secret = jwt;
+                s
+            }
             _ => unreachable!(),
         }
+    }
+
+    #[test]
+    fn secrets_are_no_flags_and_never_printed() {
+        for flag in ["--mongodb-uri", "--jwt-secret"] {
+            let argv = ["vf-export", "serve", flag, "x"];
+            assert!(Cli::try_parse_from(argv).is_err(), "{flag} is a flag");
+        }
+        let s = settings(OK);
+        let c = s.validate(Needs::Serve).unwrap();
+        for shown in [format!("{s:?}"), format!("{c:?}")] {
+            assert!(!shown.contains("mongodb://h/"), "{shown}");
+        }
+        assert_eq!(c.mongodb_uri.expose_secret(), "mongodb://h/");
     }
 
     const OK: &[&str] = &[
@@ -647,7 +696,7 @@ y59KG7Zr+sWsN8HVgnT/HRU0goWfXHIZQ2PSCAMokeYefjRQILjJDKp9sA==\n\
             uri.to_str().unwrap(),
         ]);
         let c = settings(&a).validate(Needs::Serve).unwrap();
-        assert_eq!(c.mongodb_uri, "mongodb://from-file/");
+        assert_eq!(c.mongodb_uri.expose_secret(), "mongodb://from-file/");
         assert!(matches!(&c.jwt, Some(JwtKey::PublicKeyPem(p)) if p == pem.trim()));
 
         let secret = dir.path().join("secret");
@@ -655,7 +704,7 @@ y59KG7Zr+sWsN8HVgnT/HRU0goWfXHIZQ2PSCAMokeYefjRQILjJDKp9sA==\n\
         let mut a = OK.to_vec();
         a.extend_from_slice(&["--jwt-secret-file", secret.to_str().unwrap()]);
         let c = settings(&a).validate(Needs::Serve).unwrap();
-        assert!(matches!(&c.jwt, Some(JwtKey::Secret(s)) if s == "from-file"));
+        assert!(matches!(&c.jwt, Some(JwtKey::Secret(s)) if s.expose_secret() == "from-file"));
 
         // A missing or empty file names the file variable and the path only.
         let mut a = OK.to_vec();

@@ -10,6 +10,7 @@ use mongodb::bson::doc;
 use crate::config::Config;
 use crate::sink::{sdk_config, DestKind, Sinks};
 use crate::store::Store;
+use secrecy::ExposeSecret;
 
 /// One check's outcome.
 pub struct Check {
@@ -41,7 +42,7 @@ pub async fn run(cfg: &Config) -> Vec<Check> {
         out.push(c);
     };
     // MongoDB: reachable, version, indexes.
-    let store = match Store::connect(&cfg.mongodb_uri, &cfg.mongodb_db).await {
+    let store = match Store::connect(cfg.mongodb_uri.expose_secret(), &cfg.mongodb_db).await {
         Ok(s) => Some(s),
         Err(e) => {
             emit(check("mongodb", Err(e.to_string())));

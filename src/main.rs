@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use secrecy::ExposeSecret;
 use vf_export::config::{Cli, Command, Needs};
 use vf_export::startup::{Application, Role};
 use vf_export::store::{IndexScope, Store};
@@ -112,7 +113,7 @@ async fn serve(cfg: &vf_export::config::Config, role: Role) -> anyhow::Result<()
 }
 
 async fn indexes(cfg: &vf_export::config::Config) -> anyhow::Result<()> {
-    let store = Store::connect(&cfg.mongodb_uri, &cfg.mongodb_db).await?;
+    let store = Store::connect(cfg.mongodb_uri.expose_secret(), &cfg.mongodb_db).await?;
     let missing = store.missing_indexes().await?;
     let ensured = store.ensure_indexes(IndexScope::All).await?;
     for name in &ensured {
@@ -127,7 +128,7 @@ async fn indexes(cfg: &vf_export::config::Config) -> anyhow::Result<()> {
 }
 
 async fn migrate(cfg: &vf_export::config::Config, dry_run: bool) -> anyhow::Result<()> {
-    let store = Store::connect(&cfg.mongodb_uri, &cfg.mongodb_db).await?;
+    let store = Store::connect(cfg.mongodb_uri.expose_secret(), &cfg.mongodb_db).await?;
     // The dedupe the backfilled keys are for is the unique index's.
     if store
         .missing_indexes()

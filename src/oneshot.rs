@@ -19,6 +19,7 @@ use crate::sink::{
     sdk_config, BoxRead, BoxWrite, DestKind, Destination, ObjectSpec, Sinks, Upload, Uploaded,
 };
 use crate::store::Store;
+use secrecy::ExposeSecret;
 
 /// What the command asks for.
 #[derive(Debug, Clone)]
@@ -128,7 +129,7 @@ pub async fn load_source(
     campaign_id: &str,
     params: Params,
 ) -> anyhow::Result<Source> {
-    let store = Store::connect(&cfg.mongodb_uri, &cfg.mongodb_db).await?;
+    let store = Store::connect(cfg.mongodb_uri.expose_secret(), &cfg.mongodb_db).await?;
     let campaign = store
         .campaign(campaign_id)
         .await?

@@ -21,11 +21,12 @@ use crate::http::view::bson_json;
 use crate::queue::{now_ms, ExportRecord, Queue};
 use crate::sink::{sdk_config, Sinks};
 use crate::store::{id_match, Store};
+use secrecy::ExposeSecret;
 
 /// Run one `exports` action; an `Err` is the one line the binary prints
 /// before exiting non-zero.
 pub async fn run(cfg: &Config, action: ExportsAction) -> anyhow::Result<()> {
-    let store = Store::connect(&cfg.mongodb_uri, &cfg.mongodb_db).await?;
+    let store = Store::connect(cfg.mongodb_uri.expose_secret(), &cfg.mongodb_db).await?;
     let queue = Queue::new(store);
     match action {
         ExportsAction::List(l) => list(&queue, &l).await,

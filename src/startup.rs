@@ -18,6 +18,7 @@ use crate::sink::{sdk_config, Sinks};
 use crate::store::{IndexScope, Store, StoreError};
 use crate::telemetry::{Metrics, QueueReading};
 use crate::worker::{Hooks, Worker, WorkerSettings};
+use secrecy::ExposeSecret;
 
 /// Which process role to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +54,7 @@ impl Application {
 
     /// [`Application::build`] with test seams in the worker.
     pub async fn build_with(cfg: &Config, role: Role, hooks: Hooks) -> anyhow::Result<Self> {
-        let store = Store::connect(&cfg.mongodb_uri, &cfg.mongodb_db).await?;
+        let store = Store::connect(cfg.mongodb_uri.expose_secret(), &cfg.mongodb_db).await?;
         // The dedupe rule relies on the unique activeKey index: ensure the
         // queue's (small, cheap) indexes; source indexes are the pre-deploy
         // job's (`vf-export indexes`). A database that is down at start is
@@ -71,7 +72,7 @@ impl Application {
             (None, Role::Worker) => {
                 // The worker serves no authenticated route; any key will do.
                 Arc::new(Auth::new(&crate::config::JwtKey::Secret(
-                    uuid::Uuid::new_v4().to_string(),
+                    uuid::Uuid::new_v4().to_string().into(),
                 ))?)
             }
             (None, Role::Serve) => {

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use crate::config::JwtKey;
 use crate::error::ApiError;
+use secrecy::ExposeSecret;
 
 /// Clock skew tolerated on `exp`/`nbf`, seconds.
 const LEEWAY_SECS: u64 = 30;
@@ -73,9 +74,9 @@ impl Auth {
     pub fn new(key: &JwtKey) -> anyhow::Result<Self> {
         let (key, alg, minting) = match key {
             JwtKey::Secret(s) => (
-                DecodingKey::from_secret(s.as_bytes()),
+                DecodingKey::from_secret(s.expose_secret().as_bytes()),
                 Algorithm::HS256,
-                Some(EncodingKey::from_secret(s.as_bytes())),
+                Some(EncodingKey::from_secret(s.expose_secret().as_bytes())),
             ),
             JwtKey::PublicKeyPem(p) => match DecodingKey::from_rsa_pem(p.as_bytes()) {
                 Ok(k) => (k, Algorithm::RS256, None),

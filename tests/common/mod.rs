@@ -154,9 +154,7 @@ pub fn settings(db: &str, buckets: &Buckets, extra: &[(&str, &str)]) -> Settings
     let s = standins();
     let mut opts: Vec<(String, String)> = vec![
         ("port".into(), "0".into()),
-        ("mongodb-uri".into(), s.mongodb_uri.clone()),
         ("mongodb-db".into(), db.into()),
-        ("jwt-secret".into(), SECRET.into()),
         ("exports-bucket".into(), buckets.exports.clone()),
         ("scoring-bucket".into(), buckets.scoring.clone()),
         ("vf-scoring-bucket".into(), buckets.vf_scoring.clone()),
@@ -181,7 +179,12 @@ pub fn settings(db: &str, buckets: &Buckets, extra: &[(&str, &str)]) -> Settings
         .expect("test settings parse")
         .command
     {
-        Sub::Serve(s) => s,
+        // The secrets are no flags: set as the environment would.
+        Sub::Serve(mut settings) => {
+            settings.mongodb_uri = Some(s.mongodb_uri.as_str().into());
+            settings.jwt_secret = Some(SECRET.into());
+            settings
+        }
         _ => unreachable!(),
     }
 }

@@ -14,6 +14,7 @@ use crate::common::seed::{bucket, get_object};
 use crate::common::{campaign_doc, insert, settings, TestApp};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
+use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use vf_export::ccpa::{Deletion, Request};
@@ -582,7 +583,7 @@ async fn deletion(app: &TestApp) -> Deletion {
     let cfg = settings(&app.db_name, &app.buckets, &[])
         .validate(Needs::Serve)
         .unwrap();
-    let store = vf_export::store::Store::connect(&cfg.mongodb_uri, &cfg.mongodb_db)
+    let store = vf_export::store::Store::connect(cfg.mongodb_uri.expose_secret(), &cfg.mongodb_db)
         .await
         .unwrap();
     let sinks = vf_export::sink::Sinks::new(&cfg, vf_export::sink::sdk_config(&cfg).await);
