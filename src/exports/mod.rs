@@ -4,8 +4,6 @@
 //! A type says what it reads and how a row looks; the worker owns the
 //! queue, the sink and the encoder, so no type touches S3 or leases.
 
-mod artist_opt_in;
-mod artist_sms_opt_in;
 mod auto_reminder_email;
 mod code_assignments;
 mod code_waves;
@@ -13,7 +11,7 @@ mod codes;
 mod entries;
 pub mod entry_rows;
 mod fanlist;
-mod livenation_opt_in;
+mod opt_in;
 pub mod output;
 mod promoter_email_opt_in;
 pub mod raw;
@@ -476,9 +474,9 @@ impl Registry {
             Arc::new(entries::Entries),
             Arc::new(codes::Codes),
             Arc::new(code_assignments::CodeAssignments),
-            Arc::new(artist_opt_in::ArtistOptIn),
-            Arc::new(artist_sms_opt_in::ArtistSmsOptIn),
-            Arc::new(livenation_opt_in::LivenationOptIn),
+            Arc::new(opt_in::ARTIST),
+            Arc::new(opt_in::ARTIST_SMS),
+            Arc::new(opt_in::LIVENATION),
             Arc::new(promoter_email_opt_in::PromoterEmailOptIn),
             Arc::new(fanlist::Fanlist),
             Arc::new(waitlist::Waitlist),
