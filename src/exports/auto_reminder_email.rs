@@ -10,7 +10,7 @@ use std::collections::HashSet;
 
 use super::reminder_email::{count_selected, default_region_meta};
 use super::sfmc::{defaulted, plan_regions, prefix, region_reader, SfmcRows, SFMC_COLUMNS};
-use super::{CcpaFiles, ExportError, ExportType, FileFormat, Files, Meta, Shape, Source};
+use super::{Body, CcpaFiles, ExportError, ExportType, FileFormat, Files, FilesBody, Meta, Source};
 use crate::sink::DestKind;
 
 pub struct AutoReminderEmail;
@@ -27,15 +27,15 @@ impl ExportType for AutoReminderEmail {
     fn name(&self) -> &'static str {
         "autoReminderEmail"
     }
+    fn body(&self) -> Body<'_> {
+        Body::Objects(self)
+    }
     /// A partner pipeline's file.
     fn ccpa_files(&self) -> CcpaFiles {
         CcpaFiles::Keep
     }
     fn format(&self) -> FileFormat {
         FileFormat::CSV
-    }
-    fn shape(&self) -> Shape {
-        Shape::Objects
     }
     fn destination(&self) -> DestKind {
         DestKind::Sfmc
@@ -47,7 +47,10 @@ impl ExportType for AutoReminderEmail {
     async fn expected_rows(&self, src: &Source) -> Result<Option<u64>, ExportError> {
         count_selected(src).await
     }
+}
 
+#[async_trait]
+impl FilesBody for AutoReminderEmail {
     async fn write_files(&self, src: &Source, files: &mut dyn Files) -> Result<Meta, ExportError> {
         let rows = SfmcRows::new(src);
         let artist = normalized_artist(&src.campaign.artist_name);

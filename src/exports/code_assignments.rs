@@ -13,7 +13,7 @@ use super::codes::{assigned, codes_filter, codes_reader};
 use super::entry_rows::Markets;
 use super::raw::text_at;
 use super::scoring_rows::entries_by_user;
-use super::{ExportError, ExportType, FileFormat, Meta, Source};
+use super::{Body, CsvBody, ExportError, ExportType, FileFormat, Meta, Source};
 use crate::encode::CsvOut;
 
 pub struct CodeAssignments;
@@ -32,6 +32,9 @@ impl ExportType for CodeAssignments {
     fn name(&self) -> &'static str {
         "codeAssignments"
     }
+    fn body(&self) -> Body<'_> {
+        Body::Csv(self)
+    }
     fn format(&self) -> FileFormat {
         FileFormat::CSV
     }
@@ -49,7 +52,10 @@ impl ExportType for CodeAssignments {
                 .await?,
         ))
     }
+}
 
+#[async_trait]
+impl CsvBody for CodeAssignments {
     async fn write(&self, src: &Source, out: &mut CsvOut) -> Result<Meta, ExportError> {
         out.header(&COLUMNS).await?;
         let markets = Markets::new(&src.markets);

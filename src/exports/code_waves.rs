@@ -16,7 +16,9 @@ use super::codes::{assigned, codes_filter, codes_reader};
 use super::entry_rows::{users_by_id, Person};
 use super::raw::text_at;
 use super::scoring_rows::{entries_by_user, SCORING_KEY};
-use super::{CcpaFiles, ExportError, ExportType, FileFormat, KeyParts, Meta, Source};
+use super::{
+    Body, CcpaFiles, CsvBody, ExportError, ExportType, FileFormat, KeyParts, Meta, Source,
+};
 use crate::encode::CsvOut;
 use crate::sink::DestKind;
 use crate::store::{id_forms, id_match, id_text_at, lookup, Store, StoreError};
@@ -63,6 +65,9 @@ impl ExportType for CodeWaves {
     fn name(&self) -> &'static str {
         "codeWaves"
     }
+    fn body(&self) -> Body<'_> {
+        Body::Csv(self)
+    }
     fn needs_date_key(&self) -> bool {
         true
     }
@@ -91,7 +96,10 @@ impl ExportType for CodeWaves {
     async fn expected_rows(&self, src: &Source) -> Result<Option<u64>, ExportError> {
         Ok(Some(src.store.count("codes", wave_filter(src)).await?))
     }
+}
 
+#[async_trait]
+impl CsvBody for CodeWaves {
     async fn write(&self, src: &Source, out: &mut CsvOut) -> Result<Meta, ExportError> {
         out.header(&COLUMNS).await?;
         let mut reader =

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use mongodb::bson::{doc, Bson, Document};
 
 use super::raw::text_at;
-use super::{ExportError, ExportType, FileFormat, Meta, Source};
+use super::{Body, CsvBody, ExportError, ExportType, FileFormat, Meta, Source};
 use crate::encode::CsvOut;
 use crate::store::{id_match, Reader};
 
@@ -37,6 +37,9 @@ impl ExportType for Codes {
     fn name(&self) -> &'static str {
         "codes"
     }
+    fn body(&self) -> Body<'_> {
+        Body::Csv(self)
+    }
     fn format(&self) -> FileFormat {
         FileFormat::CSV
     }
@@ -54,7 +57,10 @@ impl ExportType for Codes {
                 .await?,
         ))
     }
+}
 
+#[async_trait]
+impl CsvBody for Codes {
     async fn write(&self, src: &Source, out: &mut CsvOut) -> Result<Meta, ExportError> {
         out.header(&COLUMNS).await?;
         let mut reader = codes_reader(src, codes_filter(&src.campaign.id, doc! {}))

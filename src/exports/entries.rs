@@ -12,7 +12,7 @@ use super::entry_rows::{
     SELECT_SHOW,
 };
 use super::raw::pick_into;
-use super::{ExportError, ExportType, FileFormat, Meta, Source};
+use super::{Body, CsvBody, ExportError, ExportType, FileFormat, Meta, Source};
 use crate::encode::CsvOut;
 use crate::store::id_match;
 
@@ -22,6 +22,9 @@ pub struct Entries;
 impl ExportType for Entries {
     fn name(&self) -> &'static str {
         "entries"
+    }
+    fn body(&self) -> Body<'_> {
+        Body::Csv(self)
     }
     fn format(&self) -> FileFormat {
         FileFormat::TSV
@@ -36,7 +39,10 @@ impl ExportType for Entries {
     async fn expected_rows(&self, src: &Source) -> Result<Option<u64>, ExportError> {
         Ok(Some(count_entries(src, doc! {}).await?))
     }
+}
 
+#[async_trait]
+impl CsvBody for Entries {
     async fn write(&self, src: &Source, out: &mut CsvOut) -> Result<Meta, ExportError> {
         let prefs = &src.campaign.preferences;
         let mut header: Vec<String> = ENTRY_COLUMNS.iter().map(|c| c.to_string()).collect();

@@ -13,7 +13,7 @@ use mongodb::bson::{doc, RawDocumentBuf};
 use super::entries::count_entries;
 use super::entry_rows::{additional_markets, join_users, Joined, Markets, Person, ENTRY_KEY};
 use super::raw::text_at;
-use super::{ExportError, ExportType, FileFormat, Meta, Source};
+use super::{Body, CsvBody, ExportError, ExportType, FileFormat, Meta, Source};
 use crate::encode::CsvOut;
 use crate::store::{id_match, Reader};
 
@@ -76,6 +76,9 @@ impl ExportType for Fanlist {
     fn name(&self) -> &'static str {
         "fanlist"
     }
+    fn body(&self) -> Body<'_> {
+        Body::Csv(self)
+    }
     fn format(&self) -> FileFormat {
         FileFormat::CSV
     }
@@ -89,7 +92,10 @@ impl ExportType for Fanlist {
     async fn expected_rows(&self, src: &Source) -> Result<Option<u64>, ExportError> {
         Ok(Some(count_entries(src, doc! {}).await?))
     }
+}
 
+#[async_trait]
+impl CsvBody for Fanlist {
     async fn write(&self, src: &Source, out: &mut CsvOut) -> Result<Meta, ExportError> {
         out.header(&COLUMNS).await?;
         let markets = Markets::new(&src.markets);

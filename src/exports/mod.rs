@@ -120,12 +120,49 @@ impl Source {
 /// How a type's output is laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
-    /// One CSV object, written by [`ExportType::write`].
+    /// One CSV object.
     Csv,
-    /// One ZIP object; [`ExportType::write_files`] names its CSV entries.
+    /// One ZIP object of CSV entries.
     Zip,
-    /// Several CSV objects; [`ExportType::write_files`] names their keys.
+    /// Several CSV objects.
     Objects,
+}
+
+/// A type's body and its writer, so the compiler rejects a shape without
+/// the writer it needs.
+pub enum Body<'a> {
+    /// One CSV object.
+    Csv(&'a dyn CsvBody),
+    /// One ZIP object; the writer names its CSV entries.
+    Zip(&'a dyn FilesBody),
+    /// Several CSV objects; the writer names their keys.
+    Objects(&'a dyn FilesBody),
+}
+
+impl Body<'_> {
+    pub fn shape(&self) -> Shape {
+        match self {
+            Body::Csv(_) => Shape::Csv,
+            Body::Zip(_) => Shape::Zip,
+            Body::Objects(_) => Shape::Objects,
+        }
+    }
+}
+
+/// The writer of a single-CSV type.
+#[async_trait]
+pub trait CsvBody: Send + Sync {
+    /// Stream the rows into `out` (header included); returns what it adds
+    /// to `meta`.
+    async fn write(&self, src: &Source, out: &mut CsvOut) -> Result<Meta, ExportError>;
+}
+
+/// The writer of a ZIP or multi-object type.
+#[async_trait]
+pub trait FilesBody: Send + Sync {
+    /// Open each file in turn with [`Files::next`] and stream its rows
+    /// (header included); returns what it adds to `meta`.
+    async fn write_files(&self, src: &Source, files: &mut dyn Files) -> Result<Meta, ExportError>;
 }
 
 /// Why an export failed. [`ExportError::retryable`] failures hand the
@@ -307,9 +344,11 @@ pub trait ExportType: Send + Sync + 'static {
     fn key(&self, k: &KeyParts<'_>) -> String {
         default_key(k, self.name(), self.format().ext)
     }
+    /// Its body: a single CSV, a ZIP or several objects, with the writer.
+    fn body(&self) -> Body<'_>;
     /// Single CSV, ZIP or several objects.
     fn shape(&self) -> Shape {
-        Shape::Csv
+        self.body().shape()
     }
     /// May the request ask for `"compression": "gzip"`? Single-file CSV
     /// types only: a ZIP is already compressed and partner objects have
@@ -336,28 +375,6 @@ pub trait ExportType: Send + Sync + 'static {
     /// The preliminary count (`progress.expectedRows`); `None` where the
     /// type disables it.
     async fn expected_rows(&self, src: &Source) -> Result<Option<u64>, ExportError>;
-    /// [`Shape::Csv`]: stream the rows into `out` (header included);
-    /// returns what it adds to `meta`.
-    async fn write(&self, _src: &Source, _out: &mut CsvOut) -> Result<Meta, ExportError> {
-        Err(wrong_shape(self.name()))
-    }
-    /// [`Shape::Zip`] and [`Shape::Objects`]: open each file in turn with
-    /// [`Files::next`] and stream its rows (header included); returns what
-    /// it adds to `meta`.
-    async fn write_files(
-        &self,
-        _src: &Source,
-        _files: &mut dyn Files,
-    ) -> Result<Meta, ExportError> {
-        Err(wrong_shape(self.name()))
-    }
-}
-
-fn wrong_shape(name: &str) -> ExportError {
-    ExportError::Data {
-        message: format!("export type {name} does not write this shape"),
-        payload: None,
-    }
 }
 
 /// The configuration name of a destination (docs and error messages).

@@ -13,7 +13,7 @@ use mongodb::bson::{doc, Document};
 
 use super::entries::count_entries;
 use super::entry_rows::{write_opt_ins, OPT_IN_COLUMNS, SMS_OPT_IN_COLUMNS};
-use super::{ExportError, ExportType, FileFormat, Meta, Source};
+use super::{Body, CsvBody, ExportError, ExportType, FileFormat, Meta, Source};
 use crate::encode::CsvOut;
 
 pub struct OptIn {
@@ -52,6 +52,9 @@ impl ExportType for OptIn {
     fn name(&self) -> &'static str {
         self.name
     }
+    fn body(&self) -> Body<'_> {
+        Body::Csv(self)
+    }
     fn format(&self) -> FileFormat {
         FileFormat::CSV
     }
@@ -69,7 +72,10 @@ impl ExportType for OptIn {
     async fn expected_rows(&self, src: &Source) -> Result<Option<u64>, ExportError> {
         Ok(Some(count_entries(src, self.filter()).await?))
     }
+}
 
+#[async_trait]
+impl CsvBody for OptIn {
     async fn write(&self, src: &Source, out: &mut CsvOut) -> Result<Meta, ExportError> {
         write_opt_ins(src, self.filter(), out, self.sms).await?;
         Ok(Meta::new())

@@ -3,7 +3,7 @@
 //! the export and checks the lease; a one-shot CLI can call it with plain
 //! [`S3Outputs`] (or its own file-backed implementation).
 //!
-//! Shapes (see [`Shape`]): one CSV object; one ZIP object whose CSV entries
+//! Shapes (see [`super::Shape`]): one CSV object; one ZIP object whose CSV entries
 //! are streamed through `async_zip` straight into the multipart upload; or
 //! several CSV objects written one after another. Whatever fails, the object
 //! being written is aborted and, for several objects, the ones already
@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
 use tokio_util::sync::CancellationToken;
 
-use super::{ExportError, ExportType, Shape, Source};
+use super::{Body, ExportError, ExportType, Source};
 use crate::encode::{maybe_gzip, CsvOut, ResumeFrom};
 use crate::sink::{
     BoxRead, BoxWrite, DestKind, ObjectSpec, PartWriter, SinkError, Sinks, Upload, Uploaded,
@@ -234,8 +234,8 @@ async fn run(
     let gzip = src.params.gzip && ty.supports_gzip();
     let mut parts = src.key_parts();
     parts.gzip = gzip;
-    match ty.shape() {
-        Shape::Csv => {
+    match ty.body() {
+        Body::Csv(body) => {
             let spec = ObjectSpec {
                 key: ty.key(&parts),
                 content_type: fmt.content_type(gzip),
@@ -255,7 +255,7 @@ async fn run(
                     CsvOut::with_progress(maybe_gzip(w, gzip), fmt.delimiter, rows_counter)
                 }
             };
-            let mut meta = ty.write(src, &mut out).await?;
+            let mut meta = body.write(src, &mut out).await?;
             let rows = out.finish().await?;
             let main = ledger.commit(false).await?;
             if ty.publish_to_tmol() && ledger.outputs.configured(DestKind::Tmol) {
@@ -284,14 +284,14 @@ async fn run(
                 meta,
             })
         }
-        Shape::Zip => {
+        Body::Zip(body) => {
             let spec = ObjectSpec {
                 key: ty.key(&parts),
                 content_type: fmt.content_type(false),
             };
             let w = ledger.open(dest, &spec, true).await?;
             let mut zip = ZipFiles::start(w, ledger.progress.rows.clone());
-            let mut meta = ty.write_files(src, &mut zip).await?;
+            let mut meta = body.write_files(src, &mut zip).await?;
             let (names, rows) = zip.finish().await?;
             let main = ledger.commit(false).await?;
             meta.insert("files", names);
@@ -303,7 +303,7 @@ async fn run(
                 meta,
             })
         }
-        Shape::Objects => {
+        Body::Objects(body) => {
             let mut objects = ObjectFiles {
                 ledger,
                 dest,
@@ -312,7 +312,7 @@ async fn run(
                 cur: None,
                 done: Vec::new(),
             };
-            let mut meta = ty.write_files(src, &mut objects).await?;
+            let mut meta = body.write_files(src, &mut objects).await?;
             objects.close_current().await?;
             let done = std::mem::take(&mut objects.done);
             let rows = done.iter().map(|(_, r)| r).sum();

@@ -13,7 +13,8 @@ use serde_json::json;
 use super::entries::count_entries;
 use super::entry_rows::{write_opt_ins, OPT_IN_COLUMNS};
 use super::{
-    file_part, ExportError, ExportType, FileFormat, Files, Invalid, Meta, Params, Shape, Source,
+    file_part, Body, ExportError, ExportType, FileFormat, Files, FilesBody, Invalid, Meta, Params,
+    Source,
 };
 use crate::error::Code;
 use crate::store::{id_forms, id_match, id_string, Campaign, Store, StoreError};
@@ -51,11 +52,11 @@ impl ExportType for PromoterEmailOptIn {
     fn name(&self) -> &'static str {
         "promoterEmailOptIn"
     }
+    fn body(&self) -> Body<'_> {
+        Body::Zip(self)
+    }
     fn format(&self) -> FileFormat {
         FileFormat::ZIP
-    }
-    fn shape(&self) -> Shape {
-        Shape::Zip
     }
     fn needs_markets(&self) -> bool {
         true
@@ -93,7 +94,10 @@ impl ExportType for PromoterEmailOptIn {
         }
         Ok(Some(n))
     }
+}
 
+#[async_trait]
+impl FilesBody for PromoterEmailOptIn {
     async fn write_files(&self, src: &Source, files: &mut dyn Files) -> Result<Meta, ExportError> {
         let names = promoter_names(&src.store, &src.campaign.promoters).await?;
         let mut used = HashSet::new();

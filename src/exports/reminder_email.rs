@@ -11,8 +11,8 @@ use mongodb::bson::doc;
 use super::scoring_rows::scoring_filter;
 use super::sfmc::{defaulted, plan_regions, region_reader, SfmcRows, SFMC_COLUMNS};
 use super::{
-    default_key, file_part, ExportError, ExportType, FileFormat, Files, KeyParts, Meta, Shape,
-    Source,
+    default_key, file_part, Body, ExportError, ExportType, FileFormat, Files, FilesBody, KeyParts,
+    Meta, Source,
 };
 
 pub struct ReminderEmail;
@@ -34,11 +34,11 @@ impl ExportType for ReminderEmail {
     fn name(&self) -> &'static str {
         "reminderEmail"
     }
+    fn body(&self) -> Body<'_> {
+        Body::Zip(self)
+    }
     fn format(&self) -> FileFormat {
         FileFormat::ZIP
-    }
-    fn shape(&self) -> Shape {
-        Shape::Zip
     }
     /// The usual unique prefix, then the original's file name, so a
     /// download is named as the campaign tools expect.
@@ -57,7 +57,10 @@ impl ExportType for ReminderEmail {
     async fn expected_rows(&self, src: &Source) -> Result<Option<u64>, ExportError> {
         count_selected(src).await
     }
+}
 
+#[async_trait]
+impl FilesBody for ReminderEmail {
     async fn write_files(&self, src: &Source, files: &mut dyn Files) -> Result<Meta, ExportError> {
         let rows = SfmcRows::new(src);
         let name = file_part(&src.campaign.name);

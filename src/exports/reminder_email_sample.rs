@@ -9,7 +9,7 @@ use mongodb::bson::{doc, Bson};
 
 use super::reminder_email::{count_selected, default_region_meta};
 use super::sfmc::{defaulted, plan_regions, region_reader, SfmcRows, REGIONS, SFMC_COLUMNS};
-use super::{ExportError, ExportType, FileFormat, Meta, Source};
+use super::{Body, CsvBody, ExportError, ExportType, FileFormat, Meta, Source};
 use crate::encode::CsvOut;
 
 pub struct ReminderEmailSample;
@@ -21,6 +21,9 @@ const SAMPLE: u64 = 10;
 impl ExportType for ReminderEmailSample {
     fn name(&self) -> &'static str {
         "reminderEmailSample"
+    }
+    fn body(&self) -> Body<'_> {
+        Body::Csv(self)
     }
     fn format(&self) -> FileFormat {
         FileFormat::CSV
@@ -35,7 +38,10 @@ impl ExportType for ReminderEmailSample {
         // At most 10 per region: the selected rows bound it.
         Ok(count_selected(src).await?.map(|n| n.min(SAMPLE * 5)))
     }
+}
 
+#[async_trait]
+impl CsvBody for ReminderEmailSample {
     async fn write(&self, src: &Source, out: &mut CsvOut) -> Result<Meta, ExportError> {
         out.header(&self.columns()).await?;
         let rows = SfmcRows::new(src);

@@ -14,7 +14,7 @@ use mongodb::bson::{doc, RawDocumentBuf};
 use super::entry_rows::{entry_cells, MarketView, Markets, ENTRY_COLUMNS};
 use super::raw::text_at;
 use super::scoring_rows::{scoring_filter, Scored, ScoringReader};
-use super::{CcpaFiles, ExportError, ExportType, FileFormat, Meta, Source};
+use super::{Body, CcpaFiles, CsvBody, ExportError, ExportType, FileFormat, Meta, Source};
 use crate::encode::CsvOut;
 use crate::sink::DestKind;
 
@@ -49,6 +49,9 @@ impl ExportType for Scoring {
     fn name(&self) -> &'static str {
         "scoring"
     }
+    fn body(&self) -> Body<'_> {
+        Body::Csv(self)
+    }
     /// A partner pipeline's file.
     fn ccpa_files(&self) -> CcpaFiles {
         CcpaFiles::Keep
@@ -69,7 +72,10 @@ impl ExportType for Scoring {
         let f = scoring_filter(&src.campaign.id, doc! {});
         Ok(Some(src.store.count("scoring", f).await?))
     }
+}
 
+#[async_trait]
+impl CsvBody for Scoring {
     async fn write(&self, src: &Source, out: &mut CsvOut) -> Result<Meta, ExportError> {
         out.header(&self.columns()).await?;
         let markets = Markets::new(&src.markets);

@@ -8,7 +8,9 @@ use async_trait::async_trait;
 use mongodb::bson::doc;
 
 use super::scoring_rows::{scoring_filter, ScoringReader};
-use super::{CcpaFiles, ExportError, ExportType, FileFormat, KeyParts, Meta, Source};
+use super::{
+    Body, CcpaFiles, CsvBody, ExportError, ExportType, FileFormat, KeyParts, Meta, Source,
+};
 use crate::encode::CsvOut;
 use crate::sink::DestKind;
 
@@ -29,6 +31,9 @@ const COLUMNS: [&str; 8] = [
 impl ExportType for VerifiedEntries {
     fn name(&self) -> &'static str {
         "verifiedEntries"
+    }
+    fn body(&self) -> Body<'_> {
+        Body::Csv(self)
     }
     /// A partner pipeline's file.
     fn ccpa_files(&self) -> CcpaFiles {
@@ -56,7 +61,10 @@ impl ExportType for VerifiedEntries {
         let f = scoring_filter(&src.campaign.id, doc! { "selected": true });
         Ok(Some(src.store.count("scoring", f).await?))
     }
+}
 
+#[async_trait]
+impl CsvBody for VerifiedEntries {
     async fn write(&self, src: &Source, out: &mut CsvOut) -> Result<Meta, ExportError> {
         out.header(&COLUMNS).await?;
         let f = scoring_filter(&src.campaign.id, doc! { "selected": true });

@@ -16,7 +16,7 @@ use mongodb::bson::doc;
 use tokio::io::BufReader;
 
 use super::scoring_rows::{scoring_filter, ScoringReader};
-use super::{ExportError, ExportType, FileFormat, Meta, Source};
+use super::{Body, CsvBody, ExportError, ExportType, FileFormat, Meta, Source};
 use crate::encode::CsvOut;
 
 pub struct Waitlist;
@@ -118,6 +118,9 @@ impl ExportType for Waitlist {
     fn name(&self) -> &'static str {
         "waitlist"
     }
+    fn body(&self) -> Body<'_> {
+        Body::Csv(self)
+    }
     fn format(&self) -> FileFormat {
         FileFormat::CSV
     }
@@ -130,7 +133,10 @@ impl ExportType for Waitlist {
         let f = scoring_filter(&src.campaign.id, doc! { "selected": false });
         Ok(Some(src.store.count("scoring", f).await?))
     }
+}
 
+#[async_trait]
+impl CsvBody for Waitlist {
     async fn write(&self, src: &Source, out: &mut CsvOut) -> Result<Meta, ExportError> {
         let members = wave_members(src).await?;
         out.header(&COLUMNS).await?;
