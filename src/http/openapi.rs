@@ -81,7 +81,7 @@ Requests may carry `x-titan-correlation-id`; it is echoed in the response header
         DevIdentity,
         DevOk,
     )),
-    modifiers(&BearerJwt),
+    modifiers(&BearerJwt, &CommonErrors),
     tags(
         (name = "exports", description = "Request, read, list and cancel exports"),
         (name = "ccpa", description = "Privacy deletion"),
@@ -109,6 +109,51 @@ impl Modify for BearerJwt {
                     .build(),
             ),
         );
+    }
+}
+
+/// The errors every route can answer, declared once: the framework's 405
+/// and 408 and the 500 of a failure (a route that says more of one keeps
+/// its own row).
+struct CommonErrors;
+
+impl Modify for CommonErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::HttpMethod;
+        use utoipa::openapi::{ContentBuilder, ResponseBuilder};
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(utoipa::openapi::Ref::from_schema_name(
+                            ErrorBody::name(),
+                        )))
+                        .build(),
+                )
+                .build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            for method in [HttpMethod::Get, HttpMethod::Post, HttpMethod::Delete] {
+                let op = match method {
+                    HttpMethod::Get => item.get.as_mut(),
+                    HttpMethod::Post => item.post.as_mut(),
+                    _ => item.delete.as_mut(),
+                };
+                let Some(op) = op else { continue };
+                for (status, description) in [
+                    ("405", "Method not allowed"),
+                    ("408", "Request timed out"),
+                    ("500", "Internal error"),
+                ] {
+                    op.responses
+                        .responses
+                        .entry(status.to_string())
+                        .or_insert_with(|| error(description).into());
+                }
+            }
+        }
     }
 }
 
@@ -486,10 +531,7 @@ pub struct DevOk {
         (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
         (status = 403, description = "No REPORT permission on the campaign", body = ErrorBody),
         (status = 404, description = "Campaign not found (payload.code CampaignNotFound)", body = ErrorBody),
-        (status = 405, description = "Method not allowed", body = ErrorBody),
-        (status = 408, description = "Request timed out", body = ErrorBody),
         (status = 413, description = "Body larger than 64 KiB", body = ErrorBody),
-        (status = 500, description = "Internal error", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -523,9 +565,6 @@ fn create_export() {}
         (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
         (status = 403, description = "No REPORT permission on the campaign", body = ErrorBody),
         (status = 404, description = "Campaign not found (payload.code CampaignNotFound)", body = ErrorBody),
-        (status = 405, description = "Method not allowed", body = ErrorBody),
-        (status = 408, description = "Request timed out", body = ErrorBody),
-        (status = 500, description = "Internal error", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -547,9 +586,6 @@ fn list_exports() {}
         (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
         (status = 403, description = "No REPORT permission on the campaign", body = ErrorBody),
         (status = 404, description = "No such export in this campaign", body = ErrorBody),
-        (status = 405, description = "Method not allowed", body = ErrorBody),
-        (status = 408, description = "Request timed out", body = ErrorBody),
-        (status = 500, description = "Internal error", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -573,10 +609,7 @@ a running one stops and its upload is aborted. Idempotent on a cancelled export.
         (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
         (status = 403, description = "No REPORT permission on the campaign", body = ErrorBody),
         (status = 404, description = "No such export in this campaign", body = ErrorBody),
-        (status = 405, description = "Method not allowed", body = ErrorBody),
-        (status = 408, description = "Request timed out", body = ErrorBody),
         (status = 409, description = "The export is FINISHED, FAILED or EXPIRED (payload.code ExportNotActive, payload.status)", body = ErrorBody),
-        (status = 500, description = "Internal error", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -595,7 +628,6 @@ fn cancel_export() {}
         (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
         (status = 403, description = "Not a supreme user", body = ErrorBody),
         (status = 404, description = "Not found", body = ErrorBody),
-        (status = 405, description = "Method not allowed", body = ErrorBody),
         (status = 408, description = "Still running after 120 s (it goes on; payload.requestId): repeat the request to complete it", body = ErrorBody),
         (status = 500, description = "Objects could not be deleted or rewritten, or the database failed (payload.code DeleteFailed, with deletedCount, rewritten and requestId of what was done): repeat the request", body = ErrorBody),
     ),
@@ -616,9 +648,6 @@ fn ccpa_delete_user() {}
         (status = 400, description = "userId missing or not a valid id", body = ErrorBody),
         (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
         (status = 403, description = "Not a supreme user", body = ErrorBody),
-        (status = 405, description = "Method not allowed", body = ErrorBody),
-        (status = 408, description = "Request timed out", body = ErrorBody),
-        (status = 500, description = "Internal error", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -632,9 +661,6 @@ fn ccpa_requests() {}
     summary = "Liveness (ELB health check; no database round trip)",
     responses(
         (status = 200, description = "Serving", body = Heartbeat),
-        (status = 405, description = "Method not allowed", body = ErrorBody),
-        (status = 408, description = "Request timed out", body = ErrorBody),
-        (status = 500, description = "Internal error", body = ErrorBody),
         (status = 503, description = "Draining for shutdown", body = ErrorBody),
     )
 )]
@@ -648,9 +674,6 @@ fn heartbeat() {}
     summary = "Readiness: the cached background MongoDB ping",
     responses(
         (status = 200, description = "Ready", body = Ready),
-        (status = 405, description = "Method not allowed", body = ErrorBody),
-        (status = 408, description = "Request timed out", body = ErrorBody),
-        (status = 500, description = "Internal error", body = ErrorBody),
         (status = 503, description = "MongoDB check failing, not run yet, or draining", body = ErrorBody),
     )
 )]
@@ -664,9 +687,6 @@ fn ready() {}
     summary = "Prometheus metrics",
     responses(
         (status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain"),
-        (status = 405, description = "Method not allowed", body = ErrorBody),
-        (status = 408, description = "Request timed out", body = ErrorBody),
-        (status = 500, description = "Internal error", body = ErrorBody),
     )
 )]
 #[allow(dead_code)]
@@ -679,9 +699,6 @@ fn metrics() {}
     summary = "This document",
     responses(
         (status = 200, description = "OpenAPI document", body = Object),
-        (status = 405, description = "Method not allowed", body = ErrorBody),
-        (status = 408, description = "Request timed out", body = ErrorBody),
-        (status = 500, description = "Internal error", body = ErrorBody),
     )
 )]
 #[allow(dead_code)]
@@ -697,10 +714,7 @@ fn openapi_json() {}
         (status = 200, description = "A token valid for one hour", body = DevToken),
         (status = 400, description = "Bad body, or the key cannot sign", body = ErrorBody),
         (status = 404, description = "DEV_ROUTES is not true", body = ErrorBody),
-        (status = 405, description = "Method not allowed", body = ErrorBody),
-        (status = 408, description = "Request timed out", body = ErrorBody),
         (status = 413, description = "Body larger than 64 KiB", body = ErrorBody),
-        (status = 500, description = "Internal error", body = ErrorBody),
     )
 )]
 #[allow(dead_code)]
@@ -715,9 +729,6 @@ fn dev_token() {}
         (status = 200, description = "The caller", body = DevIdentity),
         (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
         (status = 404, description = "DEV_ROUTES is not true", body = ErrorBody),
-        (status = 405, description = "Method not allowed", body = ErrorBody),
-        (status = 408, description = "Request timed out", body = ErrorBody),
-        (status = 500, description = "Internal error", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -732,8 +743,6 @@ fn dev_auth() {}
     responses(
         (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
         (status = 404, description = "DEV_ROUTES is not true", body = ErrorBody),
-        (status = 405, description = "Method not allowed", body = ErrorBody),
-        (status = 408, description = "Request timed out", body = ErrorBody),
         (status = 500, description = "Always, when mounted: the error shape, no stack", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -751,9 +760,6 @@ fn dev_internal_server_error() {}
         (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
         (status = 403, description = "Not a supreme user", body = ErrorBody),
         (status = 404, description = "DEV_ROUTES is not true", body = ErrorBody),
-        (status = 405, description = "Method not allowed", body = ErrorBody),
-        (status = 408, description = "Request timed out", body = ErrorBody),
-        (status = 500, description = "Internal error", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
