@@ -89,7 +89,12 @@ async fn kill_9_at_three_moments_loses_nothing() {
     let env = env_for(
         &app,
         &[
-            ("LEASE_SECS", "3"),
+            // Not shorter: four exports' cursors share one single-threaded
+            // stand-in, and on a loaded 2-core CI machine a renewal queued
+            // behind them took over 3 s, so every attempt after a kill
+            // lost its lease after its first batch (the export then FAILED
+            // after MAX_ATTEMPTS, as it should).
+            ("LEASE_SECS", "6"),
             ("WORKER_CONCURRENCY", "2"),
             ("S3_PART_SIZE_MIB", "5"),
             // Kills are not the export's fault; never run out of attempts.
@@ -180,7 +185,7 @@ async fn kill_9_at_three_moments_loses_nothing() {
     let mut done = Vec::new();
     for id in &ids {
         let v = app.wait_done(cid, id, Duration::from_secs(150)).await;
-        assert_eq!(v["status"], "FINISHED", "{v}");
+        assert_eq!(v["status"], "FINISHED", "{v}\n{}", lines_about(&all, id));
         // A short count: the workers' own account of their MongoDB
         // connections is the first thing to read.
         assert_eq!(v["count"], ENTRIES, "{v}\n{:#?}", mongodb_events(&all));
@@ -234,6 +239,21 @@ async fn kill_9_at_three_moments_loses_nothing() {
     );
     drop(live);
     app.stop().await;
+}
+
+/// Every worker's log lines that name the export, in order per worker: what
+/// each attempt did.
+fn lines_about(procs: &[&Proc], id: &str) -> String {
+    let mut out = String::new();
+    for (n, p) in procs.iter().enumerate() {
+        for l in p.log_lines() {
+            let text = l.to_string();
+            if text.contains(id) {
+                out.push_str(&format!("worker{} {text}\n", n + 1));
+            }
+        }
+    }
+    out
 }
 
 /// The workers' log lines about their MongoDB connections (pool clears,
