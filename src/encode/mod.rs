@@ -2,6 +2,8 @@
 //! any byte sink, optionally gzip-compressed. Encoders know nothing of where
 //! the bytes go.
 
+pub mod zip;
+
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -97,6 +99,39 @@ pub fn maybe_gzip(w: BoxWrite, gzip: bool) -> BoxWrite {
 
 fn gzip_encoder<W: AsyncWrite>(w: W) -> GzipEncoder<W> {
     GzipEncoder::with_quality(w, Level::Fastest)
+}
+
+/// Counts bytes on their way to the sink.
+pub struct Counting {
+    inner: BoxWrite,
+    n: Arc<AtomicU64>,
+}
+
+impl Counting {
+    /// `inner`, adding every byte written through it to `n`.
+    pub fn new(inner: BoxWrite, n: Arc<AtomicU64>) -> Self {
+        Self { inner, n }
+    }
+}
+
+impl AsyncWrite for Counting {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(k)) = &r {
+            self.n.fetch_add(*k as u64, Ordering::Relaxed);
+        }
+        r
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// Why an encoder stopped.

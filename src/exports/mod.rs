@@ -13,6 +13,7 @@ pub mod entry_rows;
 mod fanlist;
 mod opt_in;
 pub mod output;
+pub mod pipeline;
 mod promoter_email_opt_in;
 pub mod raw;
 mod reminder_email;
@@ -23,7 +24,8 @@ pub mod sfmc;
 mod verified_entries;
 mod waitlist;
 
-pub use output::{produce, Files, Outputs, Parted, Produced, Progress, S3Outputs};
+pub use output::{Files, Outputs, Parted, S3Outputs};
+pub use pipeline::{produce, Produced, Progress};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
