@@ -412,6 +412,43 @@ fn read_secret(file_var: &'static str, path: &Path) -> Result<String, ConfigErro
 impl Settings {
     /// Check the settings for one subcommand and build the typed config.
     pub fn validate(&self, needs: Needs) -> Result<Config, ConfigError> {
+        // In this order: the first problem named is the first a reader of
+        // the variables' table would meet.
+        let mongodb_uri = self.mongodb_uri()?;
+        let jwt = self.jwt(needs)?;
+        let buckets = self.buckets(needs)?;
+        self.check_limits()?;
+        let sfmc_default_region = self.sfmc_default_region()?;
+        Ok(Config {
+            port: self.port,
+            mongodb_uri: mongodb_uri.into(),
+            mongodb_db: self.mongodb_db.trim().to_string(),
+            jwt,
+            aws_region: self.aws_region.clone(),
+            aws_endpoint_url: non_empty(&self.aws_endpoint_url),
+            s3_force_path_style: self.s3_force_path_style,
+            buckets,
+            sse_kms_key_id: non_empty(&self.sse_kms_key_id),
+            worker_concurrency: self.worker_concurrency,
+            poll_interval: Duration::from_millis(self.poll_interval_ms),
+            lease: Duration::from_secs(self.lease_secs),
+            max_attempts: self.max_attempts,
+            export_timeout: Duration::from_secs(self.export_timeout_secs),
+            max_rows_per_file: self.max_rows_per_file,
+            signed_url_ttl: Duration::from_secs(self.signed_url_ttl_secs),
+            drain_timeout: Duration::from_secs(self.drain_timeout_secs),
+            part_size: self.s3_part_size_mib * 1024 * 1024,
+            dev_routes: self.dev_routes,
+            cloudwatch_namespace: non_empty(&self.cloudwatch_namespace),
+            asg_name: non_empty(&self.asg_name),
+            asg_lifecycle_hook: non_empty(&self.asg_lifecycle_hook),
+            cloudwatch_interval: Duration::from_secs(self.cloudwatch_interval_secs),
+            retry_backoff: Duration::from_secs(self.retry_backoff_secs),
+            sfmc_default_region,
+        })
+    }
+
+    fn mongodb_uri(&self) -> Result<String, ConfigError> {
         let mongodb_uri = required(
             "MONGODB_URI",
             &secret(
@@ -429,6 +466,10 @@ impl Settings {
         if self.mongodb_db.trim().is_empty() {
             return Err(err("MONGODB_DB", "must not be empty"));
         }
+        Ok(mongodb_uri)
+    }
+
+    fn jwt(&self, needs: Needs) -> Result<Option<JwtKey>, ConfigError> {
         let jwt = match (
             secret(
                 "JWT_SECRET_FILE",
@@ -468,6 +509,10 @@ impl Settings {
                 "JWT_SECRET or JWT_PUBLIC_KEY is required for serve",
             ));
         }
+        Ok(jwt)
+    }
+
+    fn buckets(&self, needs: Needs) -> Result<Buckets, ConfigError> {
         let buckets = if needs == Needs::MongoOnly {
             Buckets {
                 exports: non_empty(&self.exports_bucket).unwrap_or_default(),
@@ -493,6 +538,11 @@ impl Settings {
         if buckets.tmol.is_some() && buckets.tmol_role_arn.is_none() {
             return Err(err("TMOL_ROLE_ARN", "is required when TMOL_BUCKET is set"));
         }
+        Ok(buckets)
+    }
+
+    /// Numbers and pairs of settings that only make sense together.
+    fn check_limits(&self) -> Result<(), ConfigError> {
         if self.poll_interval_ms == 0 {
             return Err(err("POLL_INTERVAL_MS", "must be at least 1"));
         }
@@ -505,8 +555,7 @@ impl Settings {
         if self.export_timeout_secs == 0 {
             return Err(err("EXPORT_TIMEOUT_SECS", "must be at least 1"));
         }
-        let asg_lifecycle_hook = non_empty(&self.asg_lifecycle_hook);
-        if asg_lifecycle_hook.is_some() && non_empty(&self.asg_name).is_none() {
+        if non_empty(&self.asg_lifecycle_hook).is_some() && non_empty(&self.asg_name).is_none() {
             return Err(err(
                 "ASG_LIFECYCLE_HOOK",
                 "needs ASG_NAME (the group the hook belongs to)",
@@ -533,8 +582,12 @@ impl Settings {
         if self.retry_backoff_secs > 900 {
             return Err(err("RETRY_BACKOFF_SECS", "must be at most 900 (the cap)"));
         }
+        Ok(())
+    }
+
+    fn sfmc_default_region(&self) -> Result<&'static str, ConfigError> {
         let region = self.sfmc_default_region.trim().to_ascii_uppercase();
-        let sfmc_default_region = crate::exports::sfmc::REGIONS
+        crate::exports::sfmc::REGIONS
             .iter()
             .copied()
             .find(|r| *r == region)
@@ -546,34 +599,7 @@ impl Settings {
                         crate::exports::sfmc::REGIONS.join(", ")
                     ),
                 )
-            })?;
-        Ok(Config {
-            port: self.port,
-            mongodb_uri: mongodb_uri.into(),
-            mongodb_db: self.mongodb_db.trim().to_string(),
-            jwt,
-            aws_region: self.aws_region.clone(),
-            aws_endpoint_url: non_empty(&self.aws_endpoint_url),
-            s3_force_path_style: self.s3_force_path_style,
-            buckets,
-            sse_kms_key_id: non_empty(&self.sse_kms_key_id),
-            worker_concurrency: self.worker_concurrency,
-            poll_interval: Duration::from_millis(self.poll_interval_ms),
-            lease: Duration::from_secs(self.lease_secs),
-            max_attempts: self.max_attempts,
-            export_timeout: Duration::from_secs(self.export_timeout_secs),
-            max_rows_per_file: self.max_rows_per_file,
-            signed_url_ttl: Duration::from_secs(self.signed_url_ttl_secs),
-            drain_timeout: Duration::from_secs(self.drain_timeout_secs),
-            part_size: self.s3_part_size_mib * 1024 * 1024,
-            dev_routes: self.dev_routes,
-            cloudwatch_namespace: non_empty(&self.cloudwatch_namespace),
-            asg_name: non_empty(&self.asg_name),
-            asg_lifecycle_hook,
-            cloudwatch_interval: Duration::from_secs(self.cloudwatch_interval_secs),
-            retry_backoff: Duration::from_secs(self.retry_backoff_secs),
-            sfmc_default_region,
-        })
+            })
     }
 }
 
