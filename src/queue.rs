@@ -666,16 +666,14 @@ impl Queue {
         rows: u64,
         bytes: u64,
     ) -> Result<bool, StoreError> {
-        self.owned_update(
-            id,
-            owner,
-            doc! { "$set": {
-                "lease.expiresAtMs": now_ms() + lease.as_millis() as i64,
-                "progress.rowsWritten": rows as i64,
-                "progress.bytesWritten": bytes as i64,
-            }},
-        )
-        .await
+        let mut set = doc! { "lease.expiresAtMs": now_ms() + lease.as_millis() as i64 };
+        // Nothing written yet (the attempt is still counting): the progress
+        // a continued export shows stays its checkpoint's.
+        if rows > 0 || bytes > 0 {
+            set.insert("progress.rowsWritten", rows as i64);
+            set.insert("progress.bytesWritten", bytes as i64);
+        }
+        self.owned_update(id, owner, doc! { "$set": set }).await
     }
 
     pub async fn set_expected_rows(

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use mongodb::bson::Bson;
+use mongodb::bson::{oid::ObjectId, Bson};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -16,7 +16,8 @@ use tracing::Instrument;
 use crate::encode::ResumeFrom;
 use crate::error::Code;
 use crate::exports::{
-    produce, ExportError, Outputs, Params, Parted, Progress, Registry, S3Outputs, Shape, Source,
+    produce, ExportError, ExportType, Outputs, Params, Parted, Produced, Progress, Registry,
+    S3Outputs, Shape, Source,
 };
 use crate::queue::{ExportRecord, Finished, Queue, Status};
 use crate::shutdown::Shutdown;
@@ -344,8 +345,42 @@ impl Worker {
         shutdown: &Shutdown,
         progress: &Progress,
     ) -> Result<Done, ExportError> {
-        let (id, owner, lease) = (rec.id, self.owner.as_str(), self.settings.lease);
+        let (id, owner) = (rec.id, self.owner.as_str());
         self.hooks.run(Stage::Claimed, rec).await;
+        // The lease is renewed from the claim on, not from the first row:
+        // the count of a large campaign (or a slow database) can outlast
+        // it, and a lease that lapses there is reclaimed by another worker
+        // again and again.
+        let lost = CancellationToken::new();
+        let renewal = self.renew_lease(id, progress, &lost);
+        let result = self.attempt(rec, shutdown, progress, &lost).await;
+        renewal.stop().await;
+        let done = result?;
+        let finished = Finished {
+            key: done.key,
+            rows: done.rows,
+            bytes: done.bytes,
+            sha256: done.sha256,
+            meta: done.meta,
+        };
+        if !self.queue.finish(id, owner, &finished).await? {
+            return Err(ExportError::LeaseLost);
+        }
+        Ok(Done {
+            rows: done.rows,
+            bytes: done.bytes,
+        })
+    }
+
+    /// One attempt at the export, up to its written objects.
+    async fn attempt(
+        &self,
+        rec: &ExportRecord,
+        shutdown: &Shutdown,
+        progress: &Progress,
+        lost: &CancellationToken,
+    ) -> Result<Produced, ExportError> {
+        let (id, owner, lease) = (rec.id, self.owner.as_str(), self.settings.lease);
         let ty = self
             .registry
             .get(&rec.export_type)
@@ -353,8 +388,42 @@ impl Worker {
                 message: format!("unknown export type {}", rec.export_type),
                 payload: None,
             })?;
-        // A previous attempt left an upload open: continued from its
-        // checkpoint (a single CSV that has one), else aborted.
+        let resume = self.take_upload(rec, ty.as_ref(), progress).await?;
+        let src = self.source(rec, ty.as_ref()).await?;
+        let expected = ty.expected_rows(&src).await?;
+        if !self.queue.set_expected_rows(id, owner, expected).await? {
+            return Err(ExportError::LeaseLost);
+        }
+        self.hooks.run(Stage::Counted, rec).await;
+        // An unconfigured destination fails before any work.
+        self.sinks.destination(ty.destination()).await?;
+        let outputs = QueuedOutputs {
+            s3: S3Outputs {
+                sinks: self.sinks.clone(),
+            },
+            queue: &self.queue,
+            id,
+            owner,
+            lease,
+            progress,
+            lost,
+            shutdown,
+            resume: std::sync::Mutex::new(resume),
+            metrics: &self.metrics,
+            parted: Default::default(),
+        };
+        produce(ty.as_ref(), &src, &outputs, progress).await
+    }
+
+    /// The upload a previous attempt left open: continued from its
+    /// checkpoint (a single CSV that has one), else aborted.
+    async fn take_upload(
+        &self,
+        rec: &ExportRecord,
+        ty: &dyn ExportType,
+        progress: &Progress,
+    ) -> Result<Option<(UploadRef, Checkpoint)>, ExportError> {
+        let (id, owner) = (rec.id, self.owner.as_str());
         let resume = match (&rec.upload, &rec.checkpoint) {
             (Some(up), Some(cp)) if ty.shape() == Shape::Csv => Some((up.clone(), cp.clone())),
             (Some(up), _) => {
@@ -369,6 +438,11 @@ impl Worker {
         progress
             .kept_upload
             .store(resume.is_some(), Ordering::Relaxed);
+        Ok(resume)
+    }
+
+    /// What the type reads: the campaign, its markets, the request.
+    async fn source(&self, rec: &ExportRecord, ty: &dyn ExportType) -> Result<Source, ExportError> {
         let campaign = self
             .store
             .campaign(&rec.campaign_id)
@@ -403,74 +477,36 @@ impl Worker {
             sinks: self.sinks.clone(),
             sfmc_default_region: self.settings.sfmc_default_region,
         };
-        let expected = ty.expected_rows(&src).await?;
-        if !self.queue.set_expected_rows(id, owner, expected).await? {
-            return Err(ExportError::LeaseLost);
-        }
-        self.hooks.run(Stage::Counted, rec).await;
-        // An unconfigured destination fails before any work.
-        self.sinks.destination(ty.destination()).await?;
+        Ok(src)
+    }
 
-        // Lease renewal and progress, beside the export.
-        let lost = CancellationToken::new();
-        let renewal = {
-            let (queue, owner, lost) = (self.queue.clone(), self.owner.clone(), lost.clone());
-            let p = progress.clone();
-            Periodic::spawn(self.settings.heartbeat_every(), move || {
-                let (queue, owner, lost, p) =
-                    (queue.clone(), owner.clone(), lost.clone(), p.clone());
-                async move {
-                    let (r, b) = (
-                        p.rows.load(Ordering::Relaxed),
-                        p.bytes.load(Ordering::Relaxed),
-                    );
-                    match queue.heartbeat(id, &owner, lease, r, b).await {
-                        Ok(true) => true,
-                        Ok(false) => {
-                            lost.cancel();
-                            false
-                        }
-                        // MongoDB unreachable: keep trying; if the lease
-                        // lapses meanwhile, another worker reclaims.
-                        Err(e) => {
-                            tracing::warn!(error = %e, "lease renewal failed");
-                            true
-                        }
+    /// Renew the lease and publish progress every few seconds, beside the
+    /// attempt; `lost` is cancelled when the lease is another's.
+    fn renew_lease(&self, id: ObjectId, progress: &Progress, lost: &CancellationToken) -> Periodic {
+        let lease = self.settings.lease;
+        let (queue, owner, lost) = (self.queue.clone(), self.owner.clone(), lost.clone());
+        let p = progress.clone();
+        Periodic::spawn(self.settings.heartbeat_every(), move || {
+            let (queue, owner, lost, p) = (queue.clone(), owner.clone(), lost.clone(), p.clone());
+            async move {
+                let (r, b) = (
+                    p.rows.load(Ordering::Relaxed),
+                    p.bytes.load(Ordering::Relaxed),
+                );
+                match queue.heartbeat(id, &owner, lease, r, b).await {
+                    Ok(true) => true,
+                    Ok(false) => {
+                        lost.cancel();
+                        false
+                    }
+                    // MongoDB unreachable: keep trying; if the lease
+                    // lapses meanwhile, another worker reclaims.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "lease renewal failed");
+                        true
                     }
                 }
-            })
-        };
-        let outputs = QueuedOutputs {
-            s3: S3Outputs {
-                sinks: self.sinks.clone(),
-            },
-            queue: &self.queue,
-            id,
-            owner,
-            lease,
-            progress,
-            lost: &lost,
-            shutdown,
-            resume: std::sync::Mutex::new(resume),
-            metrics: &self.metrics,
-            parted: Default::default(),
-        };
-        let result = produce(ty.as_ref(), &src, &outputs, progress).await;
-        renewal.stop().await;
-        let done = result?;
-        let finished = Finished {
-            key: done.key,
-            rows: done.rows,
-            bytes: done.bytes,
-            sha256: done.sha256,
-            meta: done.meta,
-        };
-        if !self.queue.finish(id, owner, &finished).await? {
-            return Err(ExportError::LeaseLost);
-        }
-        Ok(Done {
-            rows: done.rows,
-            bytes: done.bytes,
+            }
         })
     }
 }
