@@ -289,3 +289,50 @@ async fn count_holds_the_preliminary_count_while_triggered() {
     app.stop().await;
     base.stop().await;
 }
+
+#[tokio::test]
+async fn the_lease_is_renewed_while_the_export_is_still_counting() {
+    let base = TestApp::spawn_with(&[("worker-concurrency", "0")]).await;
+    seed(&base).await;
+    let r = base
+        .post_export(CID, json!({ "exportType": "entries" }))
+        .await;
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The first attempt is held after its count for more than two leases,
+    // as a slow count of a large campaign would hold it.
+    let held = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let h = held.clone();
+    let hooks = Hooks {
+        at: Some(Arc::new(move |stage, _| {
+            let first =
+                stage == Stage::Counted && !h.swap(true, std::sync::atomic::Ordering::SeqCst);
+            Box::pin(async move {
+                if first {
+                    tokio::time::sleep(Duration::from_secs(7)).await;
+                }
+            })
+        })),
+    };
+    let slow = base.sibling_with_hooks(&[("lease-secs", "3")], hooks).await;
+    // Held, then a second worker that would reclaim a lapsed lease.
+    let t0 = std::time::Instant::now();
+    while !held.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(t0.elapsed() < WAIT, "never counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let other = base.sibling(&[("lease-secs", "3")]).await;
+    let done = slow.wait_done(CID, &id, WAIT).await;
+    assert_eq!(done["status"], "FINISHED", "{done}");
+    let d = raw(&base, &id).await;
+    assert_eq!(
+        attempts(&d),
+        1,
+        "the export was reclaimed while counting: {d}"
+    );
+    other.stop().await;
+    slow.stop().await;
+    base.stop().await;
+}
