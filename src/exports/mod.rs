@@ -379,17 +379,6 @@ pub trait ExportType: Send + Sync + 'static {
     async fn expected_rows(&self, src: &Source) -> Result<Option<u64>, ExportError>;
 }
 
-/// The configuration name of a destination (docs and error messages).
-pub fn destination_name(kind: DestKind) -> &'static str {
-    match kind {
-        DestKind::Exports => "EXPORTS_BUCKET",
-        DestKind::Scoring => "SCORING_BUCKET",
-        DestKind::VfScoring => "VF_SCORING_BUCKET",
-        DestKind::Sfmc => "SFMC_BUCKET",
-        DestKind::Tmol => "TMOL_BUCKET",
-    }
-}
-
 /// A file or ZIP-entry name part from free text: path separators and
 /// control characters become `-` so a name cannot add folders.
 pub fn file_part(s: &str) -> String {

@@ -247,6 +247,28 @@ pub enum DestKind {
     Tmol,
 }
 
+impl DestKind {
+    /// The variable that names the bucket (docs and error messages).
+    pub fn bucket_variable(self) -> &'static str {
+        match self {
+            DestKind::Exports => "EXPORTS_BUCKET",
+            DestKind::Scoring => "SCORING_BUCKET",
+            DestKind::VfScoring => "VF_SCORING_BUCKET",
+            DestKind::Sfmc => "SFMC_BUCKET",
+            DestKind::Tmol => "TMOL_BUCKET",
+        }
+    }
+
+    /// The variable of the role a partner destination is written through.
+    pub fn role_variable(self) -> Option<&'static str> {
+        match self {
+            DestKind::Sfmc => Some("SFMC_ROLE_ARN"),
+            DestKind::Tmol => Some("TMOL_ROLE_ARN"),
+            _ => None,
+        }
+    }
+}
+
 /// A resolved destination: bucket, canned ACL and a client carrying the
 /// right credentials.
 #[derive(Clone, Debug)]
@@ -368,17 +390,19 @@ impl Sinks {
             DestKind::Scoring => own(&b.scoring, ObjectCannedAcl::BucketOwnerFullControl),
             DestKind::VfScoring => own(&b.vf_scoring, ObjectCannedAcl::BucketOwnerFullControl),
             DestKind::Sfmc | DestKind::Tmol => {
-                let (bucket, role, cell, name) = if kind == DestKind::Sfmc {
-                    (&b.sfmc, &b.sfmc_role_arn, &self.inner.sfmc, "SFMC")
+                let (bucket, role, cell) = if kind == DestKind::Sfmc {
+                    (&b.sfmc, &b.sfmc_role_arn, &self.inner.sfmc)
                 } else {
-                    (&b.tmol, &b.tmol_role_arn, &self.inner.tmol, "TMOL")
+                    (&b.tmol, &b.tmol_role_arn, &self.inner.tmol)
                 };
-                let bucket = bucket.as_deref().ok_or_else(|| {
-                    SinkError::NotConfigured(format!("{name}_BUCKET is not configured"))
-                })?;
-                let role = role.as_deref().ok_or_else(|| {
-                    SinkError::NotConfigured(format!("{name}_ROLE_ARN is not configured"))
-                })?;
+                let missing =
+                    |var: &str| SinkError::NotConfigured(format!("{var} is not configured"));
+                let bucket = bucket
+                    .as_deref()
+                    .ok_or_else(|| missing(kind.bucket_variable()))?;
+                let role = role
+                    .as_deref()
+                    .ok_or_else(|| missing(kind.role_variable().unwrap_or_default()))?;
                 Destination {
                     bucket: bucket.to_string(),
                     acl: ObjectCannedAcl::BucketOwnerFullControl,

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use vf_export::exports::{destination_name, Registry};
+use vf_export::exports::Registry;
 
 /// The first backtick span of a cell.
 fn first_code(cell: &str) -> Option<&str> {
@@ -36,7 +36,7 @@ fn docs_table_matches_the_registry() {
         assert_eq!(ext, format!(".{}", ty.format().ext), "{} file", ty.name());
         assert_eq!(
             first_code(cells[5]).unwrap(),
-            destination_name(ty.destination()),
+            ty.destination().bucket_variable(),
             "{} destination",
             ty.name()
         );
