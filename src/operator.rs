@@ -16,10 +16,10 @@ use serde_json::{json, Value};
 
 use crate::cancel::{cancel, Outcome};
 use crate::config::{Config, ExportsAction, ExportsList, ExportsOne};
-use crate::exports::raw::iso;
 use crate::http::view::bson_json;
 use crate::queue::{now_ms, ExportRecord, Queue};
 use crate::sink::{sdk_config, Sinks};
+use crate::store::iso;
 use crate::store::{id_match, Store};
 use secrecy::ExposeSecret;
 

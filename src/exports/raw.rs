@@ -12,6 +12,8 @@ use mongodb::bson::raw::RawElement;
 use mongodb::bson::spec::ElementType;
 use mongodb::bson::{RawBsonRef, RawDocument};
 
+use crate::store::iso;
+
 /// A field's value as read from a source document.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Value<'a> {
@@ -205,14 +207,6 @@ fn fmt_double(d: f64) -> String {
     } else {
         d.to_string()
     }
-}
-
-/// RFC 3339 UTC with milliseconds, as the original's `toISOString()`.
-/// (`to_rfc3339_opts`, not a `format` string: no pattern parsed per cell.)
-pub fn iso(d: mongodb::bson::DateTime) -> String {
-    chrono::DateTime::from_timestamp_millis(d.timestamp_millis())
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
 }
 
 /// Present and not null.

@@ -13,10 +13,11 @@ use std::collections::HashMap;
 use mongodb::bson::{doc, Bson, Document};
 use sha2::{Digest, Sha256};
 
-use super::raw::{array_of, doc_of, get, iso, pick, text};
+use super::raw::{array_of, doc_of, get, pick, text};
 use super::scoring_rows::{scoring_filter, Scored, ScoringReader};
 use super::{ExportError, Source};
 use crate::error::Code;
+use crate::store::iso;
 use crate::store::{Campaign, Market, StoreError};
 
 /// The SFMC row header (spec, order exact).

@@ -9,8 +9,8 @@ use mongodb::bson::{Bson, DateTime};
 use serde_json::{json, Value};
 
 use super::AppState;
-use crate::exports::raw::iso;
 use crate::queue::{ExportRecord, Status};
+use crate::store::iso;
 
 fn date(d: &Option<DateTime>) -> Value {
     d.map_or(Value::Null, |d| Value::String(iso(d)))

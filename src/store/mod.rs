@@ -41,6 +41,15 @@ pub fn redact_mongo(e: &mongodb::error::Error) -> String {
     }
 }
 
+/// A stored date as the original wrote it out: RFC 3339 UTC with
+/// milliseconds (`toISOString()`), in CSV cells and in API responses alike.
+/// (`to_rfc3339_opts`, not a `format` string: no pattern parsed per cell.)
+pub fn iso(d: mongodb::bson::DateTime) -> String {
+    chrono::DateTime::from_timestamp_millis(d.timestamp_millis())
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
 /// MongoDB error codes after which the same read succeeds again once the
 /// cluster has recovered: the driver's retryable-read codes (a node
 /// stepping down or shutting down, network timeouts) plus a cursor the
