@@ -34,6 +34,9 @@ fn check(name: impl Into<String>, result: Result<String, String>) -> Check {
     }
 }
 
+/// Where each check's line goes as it completes.
+type Emit<'a> = &'a mut (dyn FnMut(Check) + Send);
+
 /// Run every check; prints each line as it completes.
 pub async fn run(cfg: &Config) -> Vec<Check> {
     let mut out = Vec::new();
@@ -41,7 +44,15 @@ pub async fn run(cfg: &Config) -> Vec<Check> {
         println!("{c}");
         out.push(c);
     };
-    // MongoDB: reachable, version, indexes.
+    check_mongodb(cfg, &mut emit).await;
+    let sdk = sdk_config(cfg).await;
+    check_buckets(cfg, &sdk, &mut emit).await;
+    check_cloudwatch(cfg, &sdk, &mut emit).await;
+    out
+}
+
+/// MongoDB: reachable, its version, the indexes.
+async fn check_mongodb(cfg: &Config, emit: Emit<'_>) {
     let store = match Store::connect(cfg.mongodb_uri.expose_secret(), &cfg.mongodb_db).await {
         Ok(s) => Some(s),
         Err(e) => {
@@ -86,9 +97,11 @@ pub async fn run(cfg: &Config) -> Vec<Check> {
             Err(_) => emit(check("mongodb", Err("no answer within 15 s".into()))),
         }
     }
-    // Buckets: a probe object put and deleted with the credentials each
-    // destination uses (AssumeRole for partner buckets).
-    let sdk = sdk_config(cfg).await;
+}
+
+/// Buckets: a probe object put and deleted with the credentials each
+/// destination uses (AssumeRole for partner buckets).
+async fn check_buckets(cfg: &Config, sdk: &aws_config::SdkConfig, emit: Emit<'_>) {
     let sinks = Sinks::new(cfg, sdk.clone());
     let mut dests = vec![
         ("bucket EXPORTS_BUCKET", DestKind::Exports),
@@ -104,8 +117,12 @@ pub async fn run(cfg: &Config) -> Vec<Check> {
     for (name, kind) in dests {
         emit(check(name, probe_bucket(&sinks, kind).await));
     }
+}
+
+/// CloudWatch, when metrics are published there.
+async fn check_cloudwatch(cfg: &Config, sdk: &aws_config::SdkConfig, emit: Emit<'_>) {
     if let Some(ns) = &cfg.cloudwatch_namespace {
-        let cw = aws_sdk_cloudwatch::Client::new(&sdk);
+        let cw = aws_sdk_cloudwatch::Client::new(sdk);
         let r = cw.list_metrics().namespace(ns).send().await;
         emit(check(
             "cloudwatch",
@@ -113,7 +130,6 @@ pub async fn run(cfg: &Config) -> Vec<Check> {
                 .map_err(|e| aws_sdk_cloudwatch::error::DisplayErrorContext(e).to_string()),
         ));
     }
-    out
 }
 
 async fn probe_bucket(sinks: &Sinks, kind: DestKind) -> Result<String, String> {

@@ -20,7 +20,7 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 use super::output::no_file;
-use super::{Body, ExportError, ExportType, Files, Outputs, Source};
+use super::{Body, CsvBody, ExportError, ExportType, Files, FilesBody, Outputs, Source};
 use crate::encode::zip::ZipOut;
 use crate::encode::{maybe_gzip, Counting, CsvOut, ResumeFrom};
 use crate::sink::{BoxWrite, DestKind, ObjectSpec, PartWriter, SinkError, Upload, Uploaded};
@@ -114,114 +114,164 @@ async fn run(
     let gzip = src.params.gzip && ty.supports_gzip();
     let mut parts = src.key_parts();
     parts.gzip = gzip;
+    let out = Out {
+        fmt,
+        dest,
+        gzip,
+        parts,
+    };
     match ty.body() {
-        Body::Csv(body) => {
-            let spec = ObjectSpec {
-                key: ty.key(&parts),
-                content_type: fmt.content_type(gzip),
-            };
-            let rows_counter = ledger.progress.rows.clone();
-            let mut out = match ledger.open_parts(dest, &spec).await? {
-                Some((writer, resume, stop)) => CsvOut::parted(
-                    Box::new(writer),
-                    gzip,
-                    fmt.delimiter,
-                    rows_counter,
-                    stop,
-                    resume,
-                ),
-                None => {
-                    let w = ledger.open(dest, &spec, true).await?;
-                    CsvOut::with_progress(maybe_gzip(w, gzip), fmt.delimiter, rows_counter)
-                }
-            };
-            let mut meta = body.write(src, &mut out).await?;
-            let rows = out.finish().await?;
-            let main = ledger.commit(false).await?;
-            if ty.publish_to_tmol() && ledger.outputs.configured(DestKind::Tmol) {
-                let published = match publish_tmol(ledger, &main, src, ty.name(), gzip).await {
-                    Ok(p) => p,
-                    Err(e) => {
-                        let cause = ledger.abort_open().await;
-                        return Err(publish_failed(cause_of(e, cause), main));
-                    }
-                };
-                meta.insert(
-                    "published",
-                    vec![Bson::Document(doc! {
-                        "bucket": published.bucket.clone().unwrap_or_default(),
-                        "key": published.key,
-                        "sha256": published.sha256,
-                        "bytes": published.bytes as i64,
-                    })],
-                );
-            }
-            Ok(Produced {
-                key: Bson::String(main.key),
-                rows,
-                bytes: main.bytes,
-                sha256: Some(main.sha256),
-                meta,
-            })
-        }
-        Body::Zip(body) => {
-            let spec = ObjectSpec {
-                key: ty.key(&parts),
-                content_type: fmt.content_type(false),
-            };
-            let w = ledger.open(dest, &spec, true).await?;
-            let mut zip = ZipOut::start(w, ledger.progress.rows.clone());
-            let mut meta = body.write_files(src, &mut zip).await?;
-            let (names, rows) = zip.finish().await?;
-            let main = ledger.commit(false).await?;
-            meta.insert("files", names);
-            Ok(Produced {
-                key: Bson::String(main.key),
-                rows,
-                bytes: main.bytes,
-                sha256: Some(main.sha256),
-                meta,
-            })
-        }
-        Body::Objects(body) => {
-            let mut objects = ObjectFiles {
-                ledger,
-                dest,
-                content_type: fmt.content_type(false),
-                delimiter: fmt.delimiter,
-                cur: None,
-                done: Vec::new(),
-            };
-            let mut meta = body.write_files(src, &mut objects).await?;
-            objects.close_current().await?;
-            let done = std::mem::take(&mut objects.done);
-            let rows = done.iter().map(|(_, r)| r).sum();
-            let bytes = done.iter().map(|(o, _)| o.bytes).sum();
-            let keys = done
-                .iter()
-                .map(|(o, _)| Bson::String(o.key.clone()))
-                .collect();
-            let files: Vec<Bson> = done
-                .into_iter()
-                .map(|(o, rows)| {
-                    Bson::Document(doc! {
-                        "key": o.key,
-                        "sha256": o.sha256,
-                        "bytes": o.bytes as i64,
-                        "rows": rows as i64,
-                    })
-                })
-                .collect();
-            meta.insert("files", files);
-            Ok(Produced {
-                key: Bson::Array(keys),
-                rows,
-                bytes,
-                sha256: None,
-                meta,
-            })
-        }
+        Body::Csv(body) => run_csv(ty, body, src, ledger, &out).await,
+        Body::Zip(body) => run_zip(ty, body, src, ledger, &out).await,
+        Body::Objects(body) => run_objects(body, src, ledger, &out).await,
     }
+}
+
+/// Where and how a run writes: the type's format, destination, whether it
+/// compresses, and what its keys are made of.
+struct Out<'a> {
+    fmt: super::FileFormat,
+    dest: DestKind,
+    gzip: bool,
+    parts: super::KeyParts<'a>,
+}
+
+/// One CSV object (resumable where the outputs offer parts), then the TMOL
+/// copy of a type that publishes one.
+async fn run_csv(
+    ty: &dyn ExportType,
+    body: &dyn CsvBody,
+    src: &Source,
+    ledger: &mut Ledger<'_>,
+    out: &Out<'_>,
+) -> Result<Produced, ExportError> {
+    let Out {
+        fmt,
+        dest,
+        gzip,
+        ref parts,
+    } = *out;
+    let spec = ObjectSpec {
+        key: ty.key(parts),
+        content_type: fmt.content_type(gzip),
+    };
+    let rows_counter = ledger.progress.rows.clone();
+    let mut out = match ledger.open_parts(dest, &spec).await? {
+        Some((writer, resume, stop)) => CsvOut::parted(
+            Box::new(writer),
+            gzip,
+            fmt.delimiter,
+            rows_counter,
+            stop,
+            resume,
+        ),
+        None => {
+            let w = ledger.open(dest, &spec, true).await?;
+            CsvOut::with_progress(maybe_gzip(w, gzip), fmt.delimiter, rows_counter)
+        }
+    };
+    let mut meta = body.write(src, &mut out).await?;
+    let rows = out.finish().await?;
+    let main = ledger.commit(false).await?;
+    if ty.publish_to_tmol() && ledger.outputs.configured(DestKind::Tmol) {
+        let published = match publish_tmol(ledger, &main, src, ty.name(), gzip).await {
+            Ok(p) => p,
+            Err(e) => {
+                let cause = ledger.abort_open().await;
+                return Err(publish_failed(cause_of(e, cause), main));
+            }
+        };
+        meta.insert(
+            "published",
+            vec![Bson::Document(doc! {
+                "bucket": published.bucket.clone().unwrap_or_default(),
+                "key": published.key,
+                "sha256": published.sha256,
+                "bytes": published.bytes as i64,
+            })],
+        );
+    }
+    Ok(Produced {
+        key: Bson::String(main.key),
+        rows,
+        bytes: main.bytes,
+        sha256: Some(main.sha256),
+        meta,
+    })
+}
+
+/// One ZIP object of CSV entries.
+async fn run_zip(
+    ty: &dyn ExportType,
+    body: &dyn FilesBody,
+    src: &Source,
+    ledger: &mut Ledger<'_>,
+    out: &Out<'_>,
+) -> Result<Produced, ExportError> {
+    let (fmt, dest, parts) = (out.fmt, out.dest, &out.parts);
+    let spec = ObjectSpec {
+        key: ty.key(parts),
+        content_type: fmt.content_type(false),
+    };
+    let w = ledger.open(dest, &spec, true).await?;
+    let mut zip = ZipOut::start(w, ledger.progress.rows.clone());
+    let mut meta = body.write_files(src, &mut zip).await?;
+    let (names, rows) = zip.finish().await?;
+    let main = ledger.commit(false).await?;
+    meta.insert("files", names);
+    Ok(Produced {
+        key: Bson::String(main.key),
+        rows,
+        bytes: main.bytes,
+        sha256: Some(main.sha256),
+        meta,
+    })
+}
+
+/// Several CSV objects, one after another.
+async fn run_objects(
+    body: &dyn FilesBody,
+    src: &Source,
+    ledger: &mut Ledger<'_>,
+    out: &Out<'_>,
+) -> Result<Produced, ExportError> {
+    let (fmt, dest) = (out.fmt, out.dest);
+    let mut objects = ObjectFiles {
+        ledger,
+        dest,
+        content_type: fmt.content_type(false),
+        delimiter: fmt.delimiter,
+        cur: None,
+        done: Vec::new(),
+    };
+    let mut meta = body.write_files(src, &mut objects).await?;
+    objects.close_current().await?;
+    let done = std::mem::take(&mut objects.done);
+    let rows = done.iter().map(|(_, r)| r).sum();
+    let bytes = done.iter().map(|(o, _)| o.bytes).sum();
+    let keys = done
+        .iter()
+        .map(|(o, _)| Bson::String(o.key.clone()))
+        .collect();
+    let files: Vec<Bson> = done
+        .into_iter()
+        .map(|(o, rows)| {
+            Bson::Document(doc! {
+                "key": o.key,
+                "sha256": o.sha256,
+                "bytes": o.bytes as i64,
+                "rows": rows as i64,
+            })
+        })
+        .collect();
+    meta.insert("files", files);
+    Ok(Produced {
+        key: Bson::Array(keys),
+        rows,
+        bytes,
+        sha256: None,
+        meta,
+    })
 }
 
 /// The objects of one run: the one open, and the committed ones to delete
