@@ -12,13 +12,15 @@ use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
-use axum::{Json, Router};
+use axum::Json;
 use mongodb::bson::Bson;
 use serde_json::{json, Value};
 use tracing::Instrument;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::Identity;
+use super::openapi::{CcpaDeleted, CcpaRequest, ErrorBody};
 use super::view::bson_json;
 use super::{check_id, timeout, AppState, CorrelationId, REQUEST_TIMEOUT};
 use crate::ccpa::{self, audit, Deletion};
@@ -27,15 +29,33 @@ use crate::error::ApiError;
 /// How long the deletion route waits for the deletion before answering.
 pub const CCPA_TIMEOUT: Duration = Duration::from_secs(120);
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/ccpa/requests", get(list_requests))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_requests))
         // A layer wraps the routes added before it: the deletion route,
         // added after, times itself out (see `delete_user`).
         .layer(timeout(REQUEST_TIMEOUT))
-        .route("/ccpa/users/{userId}", delete(delete_user))
+        .routes(routes!(delete_user))
 }
 
+#[utoipa::path(
+    delete,
+    operation_id = "ccpa_delete_user",
+    path = "/ccpa/users/{userId}",
+    tag = "ccpa",
+    summary = "Delete a user's personal data from the service's exports (supreme only)",
+    params(("userId" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$", example = "u1")),
+    responses(
+        (status = 200, description = "Deleted (idempotent: a repeat reports zero)", body = CcpaDeleted),
+        (status = 400, description = "userId is not a valid id", body = ErrorBody),
+        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 403, description = "Not a supreme user", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody),
+        (status = 408, description = "Still running after 120 s (it goes on; payload.requestId): repeat the request to complete it", body = ErrorBody),
+        (status = 500, description = "Objects could not be deleted or rewritten, or the database failed (payload.code DeleteFailed, with deletedCount, rewritten and requestId of what was done): repeat the request", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn delete_user(
     identity: Identity,
     State(state): State<AppState>,
@@ -86,6 +106,22 @@ async fn delete_user(
     Ok(Json(body))
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "ccpa_requests",
+    path = "/ccpa/requests",
+    tag = "ccpa",
+    summary = "The audit records of a user's CCPA requests, oldest first (supreme only)",
+    params(("userId" = String, Query, pattern = "^[A-Za-z0-9_-]{1,128}$", example = "u1",
+        description = "Matched by its SHA-256: the records keep no user id")),
+    responses(
+        (status = 200, description = "The user's requests (empty when none)", body = Vec<CcpaRequest>),
+        (status = 400, description = "userId missing or not a valid id", body = ErrorBody),
+        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 403, description = "Not a supreme user", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn list_requests(
     identity: Identity,
     State(state): State<AppState>,

@@ -4,25 +4,41 @@ use std::collections::HashMap;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::{json, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::{Claims, Identity};
+use super::openapi::{DevIdentity, DevOk, DevToken, DevTokenRequest, ErrorBody};
 use super::{parse_json, AppState};
 use crate::error::ApiError;
 
 /// Lifetime of a minted dev token.
 const DEV_TOKEN_SECS: u64 = 3600;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/dev/token", post(token))
-        .route("/dev/auth", get(whoami))
-        .route("/dev/internalServerError", get(boom))
-        .route("/dev/supremes", get(supremes))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(token))
+        .routes(routes!(whoami))
+        .routes(routes!(boom))
+        .routes(routes!(supremes))
 }
 
+#[utoipa::path(
+    post,
+    operation_id = "dev_token",
+    path = "/dev/token",
+    tag = "dev",
+    summary = "Mint a token for local use (HS256 only; 404 unless DEV_ROUTES=true)",
+    request_body(content = DevTokenRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "A token valid for one hour", body = DevToken),
+        (status = 400, description = "Bad body, or the key cannot sign", body = ErrorBody),
+        (status = 404, description = "DEV_ROUTES is not true", body = ErrorBody),
+        (status = 413, description = "Body larger than 64 KiB", body = ErrorBody),
+    )
+)]
 async fn token(State(state): State<AppState>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let v = parse_json(&body)?;
     let user_id = match v.get("userId") {
@@ -57,6 +73,19 @@ async fn token(State(state): State<AppState>, body: Bytes) -> Result<Json<Value>
     Ok(Json(json!({ "token": token })))
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "dev_auth",
+    path = "/dev/auth",
+    tag = "dev",
+    summary = "Echo the decoded identity (404 unless DEV_ROUTES=true)",
+    responses(
+        (status = 200, description = "The caller", body = DevIdentity),
+        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 404, description = "DEV_ROUTES is not true", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn whoami(identity: Identity) -> Json<Value> {
     Json(json!({
         "userId": identity.user_id,
@@ -65,11 +94,38 @@ async fn whoami(identity: Identity) -> Json<Value> {
     }))
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "dev_internal_server_error",
+    path = "/dev/internalServerError",
+    tag = "dev",
+    summary = "Raise an internal error on purpose (404 unless DEV_ROUTES=true)",
+    responses(
+        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 404, description = "DEV_ROUTES is not true", body = ErrorBody),
+        (status = 500, description = "Always, when mounted: the error shape, no stack", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn boom(_identity: Identity) -> Result<Json<Value>, ApiError> {
     tracing::error!("dev route raised an internal error on purpose");
     Err(ApiError::internal())
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "dev_supremes",
+    path = "/dev/supremes",
+    tag = "dev",
+    summary = "200 for a supreme user (404 unless DEV_ROUTES=true)",
+    responses(
+        (status = 200, description = "Supreme", body = DevOk),
+        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 403, description = "Not a supreme user", body = ErrorBody),
+        (status = 404, description = "DEV_ROUTES is not true", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn supremes(identity: Identity) -> Result<Json<Value>, ApiError> {
     identity.require_supreme()?;
     Ok(Json(json!({ "ok": true })))

@@ -7,12 +7,16 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use mongodb::bson::oid::ObjectId;
 use serde_json::{json, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::Identity;
+use super::openapi::{
+    CreateExportBody, ErrorBody, ExportDocument, ExportTypeName, SortField, SortOrder,
+};
 use super::view::export_json;
 use super::{parse_json, AppState, CorrelationId};
 use crate::error::{ApiError, Code};
@@ -20,13 +24,10 @@ use crate::exports::Registry;
 use crate::exports::{require_markets, Params};
 use crate::queue::{ExportRecord, ListQuery, NewExport};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/campaigns/{campaignId}/exports", get(list).post(create))
-        .route(
-            "/campaigns/{campaignId}/exports/{exportId}",
-            get(read).delete(cancel),
-        )
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(read, cancel))
 }
 
 /// Campaign ids are ObjectId hex or short slugs: anything else (`..`,
@@ -132,6 +133,29 @@ fn date_key_error(code: Code, msg: &str) -> ApiError {
     ApiError::coded(StatusCode::BAD_REQUEST, code, msg).with_payload(json!({ "field": "dateKey" }))
 }
 
+#[utoipa::path(
+    post,
+    operation_id = "create_export",
+    path = "/campaigns/{campaignId}/exports",
+    tag = "exports",
+    summary = "Request an export",
+    params(
+        ("campaignId" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$", example = "c1"),
+        ("x-titan-correlation-id" = Option<String>, Header, description = "Correlation id (kept if at most 128 chars of [A-Za-z0-9-_.:])"),
+    ),
+    request_body(content = CreateExportBody, content_type = "application/json",
+        description = "Parsed as JSON whatever the content type; unknown fields are ignored"),
+    responses(
+        (status = 201, description = "Queued: the new export, PENDING", body = ExportDocument),
+        (status = 200, description = "An export of the same campaign, type (and dateKey) is already PENDING or TRIGGERED", body = ExportDocument),
+        (status = 400, description = "Bad body or id (payload.code: InvalidExportType, MissingDateKey, InvalidDateKeyType, InvalidDateKey, NoMarketsFound, PromotersNotFound, MissingCodeFromMarket)", body = ErrorBody),
+        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 403, description = "No REPORT permission on the campaign", body = ErrorBody),
+        (status = 404, description = "Campaign not found (payload.code CampaignNotFound)", body = ErrorBody),
+        (status = 413, description = "Body larger than 64 KiB", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn create(
     identity: Identity,
     State(state): State<AppState>,
@@ -191,6 +215,25 @@ async fn create(
     Ok((status, Json(export_json(&state, &rec).await)).into_response())
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "read_export",
+    path = "/campaigns/{campaignId}/exports/{exportId}",
+    tag = "exports",
+    summary = "Read one export",
+    params(
+        ("campaignId" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$", example = "c1"),
+        ("exportId" = String, Path, pattern = "^[0-9a-fA-F]{24}$", example = "65f0c1a2b3c4d5e6f7a8b9c0"),
+    ),
+    responses(
+        (status = 200, description = "The export", body = ExportDocument),
+        (status = 400, description = "exportId is not an ObjectId, or campaignId is not a valid id", body = ErrorBody),
+        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 403, description = "No REPORT permission on the campaign", body = ErrorBody),
+        (status = 404, description = "No such export in this campaign", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn read(
     identity: Identity,
     State(state): State<AppState>,
@@ -228,6 +271,28 @@ fn export_not_found() -> ApiError {
 /// [`crate::cancel`]). 200 with the export (also when it was cancelled
 /// before), 409 `ExportNotActive` for a final one, 404 for what GET would
 /// not show.
+#[utoipa::path(
+    delete,
+    operation_id = "cancel_export",
+    path = "/campaigns/{campaignId}/exports/{exportId}",
+    tag = "exports",
+    summary = "Cancel an export",
+    description = "A PENDING or TRIGGERED export becomes FAILED with error.payload.code Cancelled; \
+a running one stops and its upload is aborted. Idempotent on a cancelled export.",
+    params(
+        ("campaignId" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$", example = "c1"),
+        ("exportId" = String, Path, pattern = "^[0-9a-fA-F]{24}$", example = "65f0c1a2b3c4d5e6f7a8b9c0"),
+    ),
+    responses(
+        (status = 200, description = "Cancelled (now, or before): the export, FAILED", body = ExportDocument),
+        (status = 400, description = "exportId is not an ObjectId, or campaignId is not a valid id", body = ErrorBody),
+        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 403, description = "No REPORT permission on the campaign", body = ErrorBody),
+        (status = 404, description = "No such export in this campaign", body = ErrorBody),
+        (status = 409, description = "The export is FINISHED, FAILED or EXPIRED (payload.code ExportNotActive, payload.status)", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn cancel(
     identity: Identity,
     State(state): State<AppState>,
@@ -400,6 +465,37 @@ fn truncate(s: &str) -> String {
     s.chars().take(40).collect()
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "list_exports",
+    path = "/campaigns/{campaignId}/exports",
+    tag = "exports",
+    summary = "List a campaign's exports",
+    params(
+        ("campaignId" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$", example = "c1"),
+        ("exportType" = Option<ExportTypeName>, Query, description = "Only this type"),
+        ("sort" = Option<SortField>, Query, description = "Sort field (default date.created)"),
+        ("sortOrder" = Option<SortOrder>, Query, description = "Default desc"),
+        ("page" = Option<u64>, Query, minimum = 1, maximum = 1000000),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 100),
+        ("sortBy" = Option<SortField>, Query, description = "The original's name for sort. Names of one setting that disagree are a 400"),
+        ("sortDir" = Option<SortOrder>, Query, description = "The original's name for sortOrder"),
+        ("sortDesc" = Option<bool>, Query, description = "The original's: true = sortOrder desc, false = asc"),
+        ("offset" = Option<u64>, Query, minimum = 0, description = "The original's: the page starting at this row; a multiple of limit, else 400"),
+    ),
+    responses(
+        (status = 200, description = "A page of exports; pagination in headers", body = Vec<ExportDocument>,
+            headers(
+                ("X-Total-Count" = u64, description = "Number of matching exports"),
+                ("Link" = String, description = "rel=\"next\" / rel=\"prev\" links, where they exist"),
+            )),
+        (status = 400, description = "Invalid query parameter or id, an offset that is not a multiple of limit, or two names of one setting that disagree", body = ErrorBody),
+        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
+        (status = 403, description = "No REPORT permission on the campaign", body = ErrorBody),
+        (status = 404, description = "Campaign not found (payload.code CampaignNotFound)", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn list(
     identity: Identity,
     State(state): State<AppState>,

@@ -4,20 +4,32 @@
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::openapi::{ErrorBody, Heartbeat, Ready};
 use super::AppState;
 use crate::error::ApiError;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/heartbeat", get(heartbeat))
-        .route("/metrics", get(metrics))
-        .route("/ready", get(ready))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(heartbeat))
+        .routes(routes!(metrics))
+        .routes(routes!(ready))
 }
 
+#[utoipa::path(
+    get,
+    path = "/heartbeat",
+    tag = "health",
+    summary = "Liveness (ELB health check; no database round trip)",
+    responses(
+        (status = 200, description = "Serving", body = Heartbeat),
+        (status = 503, description = "Draining for shutdown", body = ErrorBody),
+    )
+)]
 async fn heartbeat(State(state): State<AppState>) -> axum::response::Response {
     if state.shutdown.is_draining() {
         // The ELB takes the instance out of service; in-flight exports finish.
@@ -28,6 +40,16 @@ async fn heartbeat(State(state): State<AppState>) -> axum::response::Response {
 }
 
 /// Readiness view (ours): the cached MongoDB ping, no database round trip.
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = "health",
+    summary = "Readiness: the cached background MongoDB ping",
+    responses(
+        (status = 200, description = "Ready", body = Ready),
+        (status = 503, description = "MongoDB check failing, not run yet, or draining", body = ErrorBody),
+    )
+)]
 async fn ready(State(state): State<AppState>) -> axum::response::Response {
     let health = state.mongo_health.read().ok().and_then(|h| h.clone());
     match health {
@@ -45,6 +67,15 @@ async fn ready(State(state): State<AppState>) -> axum::response::Response {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    summary = "Prometheus metrics",
+    responses(
+        (status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain"),
+    )
+)]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(

@@ -17,10 +17,13 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::Router;
+use axum::{Extension, Router};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
 use tracing::Instrument;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::ApiError;
 use crate::exports::Registry;
@@ -94,23 +97,32 @@ fn accept_correlation(v: &HeaderValue) -> Option<String> {
     ok.then(|| s.to_string())
 }
 
-/// The full API router (also used by `worker`, which mounts only health).
+/// The full API router, and `/openapi.json` describing exactly it.
 pub fn router(state: AppState, dev_routes: bool) -> Router {
-    let mut api = Router::new()
+    let (routes, doc) = api(dev_routes).split_for_parts();
+    finish(routes.layer(Extension(openapi::Document::new(doc))), state)
+}
+
+/// Every documented route: each handler's `#[utoipa::path]` is registered
+/// with its route, so the document is the router's own.
+fn api(dev_routes: bool) -> OpenApiRouter<AppState> {
+    let mut api = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(exports::routes())
         .merge(health::routes())
-        .route("/openapi.json", axum::routing::get(openapi::document));
+        .routes(routes!(openapi::document));
     if dev_routes {
         api = api.merge(dev::routes());
     }
     // CCPA sets its own timeouts: a deletion may need longer.
-    let api = api.layer(timeout(REQUEST_TIMEOUT)).merge(ccpa::routes());
-    finish(api, state)
+    api.layer(timeout(REQUEST_TIMEOUT)).merge(ccpa::routes())
 }
 
-/// Only `/heartbeat` and `/metrics` (the `worker` subcommand).
+/// Only `/heartbeat`, `/ready` and `/metrics` (the `worker` subcommand).
 pub fn health_router(state: AppState) -> Router {
-    finish(health::routes().layer(timeout(REQUEST_TIMEOUT)), state)
+    let (routes, _) = health::routes()
+        .layer(timeout(REQUEST_TIMEOUT))
+        .split_for_parts();
+    finish(routes, state)
 }
 
 /// Answer 408 (in the error shape) when a request takes longer than `limit`.

@@ -1,14 +1,16 @@
 //! `GET /openapi.json`: the OpenAPI 3 description of the HTTP API (spec:
-//! api.md), generated with utoipa from the types below so clients and the
-//! contract run (`scripts/contract`, schemathesis) share one truth. The
-//! `exportType` enums come from the live `Registry`. The types here only
-//! describe responses; the handlers build them with `serde_json`, and the
-//! contract run checks the two agree.
+//! api.md), so clients and the contract run (`scripts/contract`,
+//! schemathesis) share one truth. Each path is its handler's own
+//! `#[utoipa::path]`, registered with its route (`utoipa-axum`); this
+//! module holds the document's frame (info, security, the errors every
+//! route can answer) and the response types. The `exportType` enums come
+//! from the live `Registry`. The handlers build their bodies with
+//! `serde_json`; the contract run checks the two agree.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::Arc;
 
-use axum::Json;
+use axum::{Extension, Json};
 use serde::Serialize;
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -17,13 +19,37 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use crate::exports::Registry;
 
-/// The document, built once.
-pub async fn document() -> Json<serde_json::Value> {
-    static DOC: OnceLock<serde_json::Value> = OnceLock::new();
-    Json(
-        DOC.get_or_init(|| serde_json::to_value(ApiDoc::openapi()).unwrap_or_default())
-            .clone(),
+/// The document of the routes the router serves (see `http::api`): the
+/// paths come from the handlers' own `#[utoipa::path]`, registered with
+/// the routes themselves, so the two cannot drift apart.
+#[derive(Clone)]
+pub struct Document(Arc<serde_json::Value>);
+
+impl Document {
+    pub fn new(mut api: utoipa::openapi::OpenApi) -> Self {
+        // Added to every path, so after the routes are in.
+        CommonErrors.modify(&mut api);
+        Self(Arc::new(serde_json::to_value(api).unwrap_or_default()))
+    }
+
+    #[cfg(test)]
+    pub fn value(&self) -> &serde_json::Value {
+        &self.0
+    }
+}
+
+#[utoipa::path(
+    get,
+    operation_id = "openapi_json",
+    path = "/openapi.json",
+    tag = "health",
+    summary = "This document",
+    responses(
+        (status = 200, description = "OpenAPI document", body = Object),
     )
+)]
+pub async fn document(Extension(doc): Extension<Document>) -> Json<serde_json::Value> {
+    Json((*doc.0).clone())
 }
 
 #[derive(OpenApi)]
@@ -34,22 +60,6 @@ pub async fn document() -> Json<serde_json::Value> {
 Every error, from every route and from the framework (unknown route 404, wrong method 405, \
 body too large 413, bad JSON 400, timeout 408), has the body `{\"error\": {\"status\", \"message\", \"payload\"?}}`. \
 Requests may carry `x-titan-correlation-id`; it is echoed in the response header of the same name."
-    ),
-    paths(
-        create_export,
-        list_exports,
-        read_export,
-        cancel_export,
-        ccpa_delete_user,
-        ccpa_requests,
-        heartbeat,
-        ready,
-        metrics,
-        openapi_json,
-        dev_token,
-        dev_auth,
-        dev_internal_server_error,
-        dev_supremes,
     ),
     components(schemas(
         ExportDocument,
@@ -81,7 +91,7 @@ Requests may carry `x-titan-correlation-id`; it is echoed in the response header
         DevIdentity,
         DevOk,
     )),
-    modifiers(&BearerJwt, &CommonErrors),
+    modifiers(&BearerJwt),
     tags(
         (name = "exports", description = "Request, read, list and cancel exports"),
         (name = "ccpa", description = "Privacy deletion"),
@@ -513,302 +523,18 @@ pub struct DevOk {
 // dev.rs; these bodiless functions carry their descriptions (the handlers
 // parse bodies by hand, so utoipa's argument inference would mislead).
 
-#[utoipa::path(
-    post,
-    path = "/campaigns/{campaignId}/exports",
-    tag = "exports",
-    summary = "Request an export",
-    params(
-        ("campaignId" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$", example = "c1"),
-        ("x-titan-correlation-id" = Option<String>, Header, description = "Correlation id (kept if at most 128 chars of [A-Za-z0-9-_.:])"),
-    ),
-    request_body(content = CreateExportBody, content_type = "application/json",
-        description = "Parsed as JSON whatever the content type; unknown fields are ignored"),
-    responses(
-        (status = 201, description = "Queued: the new export, PENDING", body = ExportDocument),
-        (status = 200, description = "An export of the same campaign, type (and dateKey) is already PENDING or TRIGGERED", body = ExportDocument),
-        (status = 400, description = "Bad body or id (payload.code: InvalidExportType, MissingDateKey, InvalidDateKeyType, InvalidDateKey, NoMarketsFound, PromotersNotFound, MissingCodeFromMarket)", body = ErrorBody),
-        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
-        (status = 403, description = "No REPORT permission on the campaign", body = ErrorBody),
-        (status = 404, description = "Campaign not found (payload.code CampaignNotFound)", body = ErrorBody),
-        (status = 413, description = "Body larger than 64 KiB", body = ErrorBody),
-    ),
-    security(("bearer" = []))
-)]
-#[allow(dead_code)]
-fn create_export() {}
-
-#[utoipa::path(
-    get,
-    path = "/campaigns/{campaignId}/exports",
-    tag = "exports",
-    summary = "List a campaign's exports",
-    params(
-        ("campaignId" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$", example = "c1"),
-        ("exportType" = Option<ExportTypeName>, Query, description = "Only this type"),
-        ("sort" = Option<SortField>, Query, description = "Sort field (default date.created)"),
-        ("sortOrder" = Option<SortOrder>, Query, description = "Default desc"),
-        ("page" = Option<u64>, Query, minimum = 1, maximum = 1000000),
-        ("limit" = Option<u64>, Query, minimum = 1, maximum = 100),
-        ("sortBy" = Option<SortField>, Query, description = "The original's name for sort. Names of one setting that disagree are a 400"),
-        ("sortDir" = Option<SortOrder>, Query, description = "The original's name for sortOrder"),
-        ("sortDesc" = Option<bool>, Query, description = "The original's: true = sortOrder desc, false = asc"),
-        ("offset" = Option<u64>, Query, minimum = 0, description = "The original's: the page starting at this row; a multiple of limit, else 400"),
-    ),
-    responses(
-        (status = 200, description = "A page of exports; pagination in headers", body = Vec<ExportDocument>,
-            headers(
-                ("X-Total-Count" = u64, description = "Number of matching exports"),
-                ("Link" = String, description = "rel=\"next\" / rel=\"prev\" links, where they exist"),
-            )),
-        (status = 400, description = "Invalid query parameter or id, an offset that is not a multiple of limit, or two names of one setting that disagree", body = ErrorBody),
-        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
-        (status = 403, description = "No REPORT permission on the campaign", body = ErrorBody),
-        (status = 404, description = "Campaign not found (payload.code CampaignNotFound)", body = ErrorBody),
-    ),
-    security(("bearer" = []))
-)]
-#[allow(dead_code)]
-fn list_exports() {}
-
-#[utoipa::path(
-    get,
-    path = "/campaigns/{campaignId}/exports/{exportId}",
-    tag = "exports",
-    summary = "Read one export",
-    params(
-        ("campaignId" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$", example = "c1"),
-        ("exportId" = String, Path, pattern = "^[0-9a-fA-F]{24}$", example = "65f0c1a2b3c4d5e6f7a8b9c0"),
-    ),
-    responses(
-        (status = 200, description = "The export", body = ExportDocument),
-        (status = 400, description = "exportId is not an ObjectId, or campaignId is not a valid id", body = ErrorBody),
-        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
-        (status = 403, description = "No REPORT permission on the campaign", body = ErrorBody),
-        (status = 404, description = "No such export in this campaign", body = ErrorBody),
-    ),
-    security(("bearer" = []))
-)]
-#[allow(dead_code)]
-fn read_export() {}
-
-#[utoipa::path(
-    delete,
-    path = "/campaigns/{campaignId}/exports/{exportId}",
-    tag = "exports",
-    summary = "Cancel an export",
-    description = "A PENDING or TRIGGERED export becomes FAILED with error.payload.code Cancelled; \
-a running one stops and its upload is aborted. Idempotent on a cancelled export.",
-    params(
-        ("campaignId" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$", example = "c1"),
-        ("exportId" = String, Path, pattern = "^[0-9a-fA-F]{24}$", example = "65f0c1a2b3c4d5e6f7a8b9c0"),
-    ),
-    responses(
-        (status = 200, description = "Cancelled (now, or before): the export, FAILED", body = ExportDocument),
-        (status = 400, description = "exportId is not an ObjectId, or campaignId is not a valid id", body = ErrorBody),
-        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
-        (status = 403, description = "No REPORT permission on the campaign", body = ErrorBody),
-        (status = 404, description = "No such export in this campaign", body = ErrorBody),
-        (status = 409, description = "The export is FINISHED, FAILED or EXPIRED (payload.code ExportNotActive, payload.status)", body = ErrorBody),
-    ),
-    security(("bearer" = []))
-)]
-#[allow(dead_code)]
-fn cancel_export() {}
-
-#[utoipa::path(
-    delete,
-    path = "/ccpa/users/{userId}",
-    tag = "ccpa",
-    summary = "Delete a user's personal data from the service's exports (supreme only)",
-    params(("userId" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$", example = "u1")),
-    responses(
-        (status = 200, description = "Deleted (idempotent: a repeat reports zero)", body = CcpaDeleted),
-        (status = 400, description = "userId is not a valid id", body = ErrorBody),
-        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
-        (status = 403, description = "Not a supreme user", body = ErrorBody),
-        (status = 404, description = "Not found", body = ErrorBody),
-        (status = 408, description = "Still running after 120 s (it goes on; payload.requestId): repeat the request to complete it", body = ErrorBody),
-        (status = 500, description = "Objects could not be deleted or rewritten, or the database failed (payload.code DeleteFailed, with deletedCount, rewritten and requestId of what was done): repeat the request", body = ErrorBody),
-    ),
-    security(("bearer" = []))
-)]
-#[allow(dead_code)]
-fn ccpa_delete_user() {}
-
-#[utoipa::path(
-    get,
-    path = "/ccpa/requests",
-    tag = "ccpa",
-    summary = "The audit records of a user's CCPA requests, oldest first (supreme only)",
-    params(("userId" = String, Query, pattern = "^[A-Za-z0-9_-]{1,128}$", example = "u1",
-        description = "Matched by its SHA-256: the records keep no user id")),
-    responses(
-        (status = 200, description = "The user's requests (empty when none)", body = Vec<CcpaRequest>),
-        (status = 400, description = "userId missing or not a valid id", body = ErrorBody),
-        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
-        (status = 403, description = "Not a supreme user", body = ErrorBody),
-    ),
-    security(("bearer" = []))
-)]
-#[allow(dead_code)]
-fn ccpa_requests() {}
-
-#[utoipa::path(
-    get,
-    path = "/heartbeat",
-    tag = "health",
-    summary = "Liveness (ELB health check; no database round trip)",
-    responses(
-        (status = 200, description = "Serving", body = Heartbeat),
-        (status = 503, description = "Draining for shutdown", body = ErrorBody),
-    )
-)]
-#[allow(dead_code)]
-fn heartbeat() {}
-
-#[utoipa::path(
-    get,
-    path = "/ready",
-    tag = "health",
-    summary = "Readiness: the cached background MongoDB ping",
-    responses(
-        (status = 200, description = "Ready", body = Ready),
-        (status = 503, description = "MongoDB check failing, not run yet, or draining", body = ErrorBody),
-    )
-)]
-#[allow(dead_code)]
-fn ready() {}
-
-#[utoipa::path(
-    get,
-    path = "/metrics",
-    tag = "health",
-    summary = "Prometheus metrics",
-    responses(
-        (status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain"),
-    )
-)]
-#[allow(dead_code)]
-fn metrics() {}
-
-#[utoipa::path(
-    get,
-    path = "/openapi.json",
-    tag = "health",
-    summary = "This document",
-    responses(
-        (status = 200, description = "OpenAPI document", body = Object),
-    )
-)]
-#[allow(dead_code)]
-fn openapi_json() {}
-
-#[utoipa::path(
-    post,
-    path = "/dev/token",
-    tag = "dev",
-    summary = "Mint a token for local use (HS256 only; 404 unless DEV_ROUTES=true)",
-    request_body(content = DevTokenRequest, content_type = "application/json"),
-    responses(
-        (status = 200, description = "A token valid for one hour", body = DevToken),
-        (status = 400, description = "Bad body, or the key cannot sign", body = ErrorBody),
-        (status = 404, description = "DEV_ROUTES is not true", body = ErrorBody),
-        (status = 413, description = "Body larger than 64 KiB", body = ErrorBody),
-    )
-)]
-#[allow(dead_code)]
-fn dev_token() {}
-
-#[utoipa::path(
-    get,
-    path = "/dev/auth",
-    tag = "dev",
-    summary = "Echo the decoded identity (404 unless DEV_ROUTES=true)",
-    responses(
-        (status = 200, description = "The caller", body = DevIdentity),
-        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
-        (status = 404, description = "DEV_ROUTES is not true", body = ErrorBody),
-    ),
-    security(("bearer" = []))
-)]
-#[allow(dead_code)]
-fn dev_auth() {}
-
-#[utoipa::path(
-    get,
-    path = "/dev/internalServerError",
-    tag = "dev",
-    summary = "Raise an internal error on purpose (404 unless DEV_ROUTES=true)",
-    responses(
-        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
-        (status = 404, description = "DEV_ROUTES is not true", body = ErrorBody),
-        (status = 500, description = "Always, when mounted: the error shape, no stack", body = ErrorBody),
-    ),
-    security(("bearer" = []))
-)]
-#[allow(dead_code)]
-fn dev_internal_server_error() {}
-
-#[utoipa::path(
-    get,
-    path = "/dev/supremes",
-    tag = "dev",
-    summary = "200 for a supreme user (404 unless DEV_ROUTES=true)",
-    responses(
-        (status = 200, description = "Supreme", body = DevOk),
-        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
-        (status = 403, description = "Not a supreme user", body = ErrorBody),
-        (status = 404, description = "DEV_ROUTES is not true", body = ErrorBody),
-    ),
-    security(("bearer" = []))
-)]
-#[allow(dead_code)]
-fn dev_supremes() {}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// `(method, path)` of every `.route(...)` in the router's sources.
-    /// The router exposes no route table, and building one needs a live
-    /// `AppState`, so the sources are the list.
-    fn served_routes() -> Vec<(String, String)> {
-        let sources = [
-            include_str!("mod.rs"),
-            include_str!("exports.rs"),
-            include_str!("ccpa.rs"),
-            include_str!("health.rs"),
-            include_str!("dev.rs"),
-        ];
-        let mut out = Vec::new();
-        for src in sources {
-            // rustfmt may break a long `.route(` call after the parenthesis.
-            for chunk in src.split(".route(").skip(1) {
-                let Some(chunk) = chunk.trim_start().strip_prefix('"') else {
-                    continue;
-                };
-                let (path, rest) = chunk.split_once('"').expect("route path");
-                // The method routers up to the end of the `.route(...)` call.
-                let call = &rest[..rest.find("))").map_or(rest.len(), |i| i + 1)];
-                for m in ["get", "post", "put", "patch", "delete"] {
-                    if [" ", ".", ":"]
-                        .iter()
-                        .any(|before| call.contains(&format!("{before}{m}(")))
-                    {
-                        out.push((m.to_string(), path.to_string()));
-                    }
-                }
-            }
-        }
-        out.sort();
-        out
+    fn doc(dev_routes: bool) -> serde_json::Value {
+        Document::new(super::super::api(dev_routes).split_for_parts().1)
+            .value()
+            .clone()
     }
 
-    #[test]
-    fn documents_every_route_the_router_serves() {
-        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
-        let mut documented: Vec<(String, String)> = doc["paths"]
+    fn operations(doc: &serde_json::Value) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = doc["paths"]
             .as_object()
             .unwrap()
             .iter()
@@ -819,18 +545,23 @@ mod tests {
                     .map(move |m| (m.clone(), path.clone()))
             })
             .collect();
-        documented.sort();
-        let served = served_routes();
-        assert!(
-            served.len() >= 12,
-            "route scan found too little: {served:?}"
-        );
-        assert_eq!(documented, served);
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn documents_the_routes_that_are_mounted() {
+        let with_dev = operations(&doc(true));
+        let without = operations(&doc(false));
+        assert_eq!(with_dev.len(), 14, "{with_dev:?}");
+        // The development routes are documented only where they are served.
+        assert!(without.iter().all(|(_, p)| !p.starts_with("/dev/")));
+        assert_eq!(without.len(), 10, "{without:?}");
     }
 
     #[test]
     fn protected_routes_need_a_bearer_token_and_every_error_is_the_shape() {
-        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let doc = doc(true);
         let public = [
             "/heartbeat",
             "/ready",
@@ -842,7 +573,11 @@ mod tests {
             for (method, op) in item.as_object().unwrap() {
                 let secured = op.get("security").is_some();
                 assert_eq!(secured, !public.contains(&path.as_str()), "{method} {path}");
-                for (status, resp) in op["responses"].as_object().unwrap() {
+                let responses = op["responses"].as_object().unwrap();
+                for shared in ["405", "408", "500"] {
+                    assert!(responses.contains_key(shared), "{method} {path} {shared}");
+                }
+                for (status, resp) in responses {
                     if status.as_str() >= "400" {
                         assert_eq!(
                             resp["content"]["application/json"]["schema"]["$ref"],
