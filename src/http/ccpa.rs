@@ -48,7 +48,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
     responses(
         (status = 200, description = "Deleted (idempotent: a repeat reports zero)", body = CcpaDeleted),
         (status = 400, description = "userId is not a valid id", body = ErrorBody),
-        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
         (status = 403, description = "Not a supreme user", body = ErrorBody),
         (status = 404, description = "Not found", body = ErrorBody),
         (status = 408, description = "Still running after 120 s (it goes on; payload.requestId): repeat the request to complete it", body = ErrorBody),
@@ -117,7 +116,6 @@ async fn delete_user(
     responses(
         (status = 200, description = "The user's requests (empty when none)", body = Vec<CcpaRequest>),
         (status = 400, description = "userId missing or not a valid id", body = ErrorBody),
-        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
         (status = 403, description = "Not a supreme user", body = ErrorBody),
     ),
     security(("bearer" = []))

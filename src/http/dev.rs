@@ -81,7 +81,6 @@ async fn token(State(state): State<AppState>, body: Bytes) -> Result<Json<Value>
     summary = "Echo the decoded identity (404 unless DEV_ROUTES=true)",
     responses(
         (status = 200, description = "The caller", body = DevIdentity),
-        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
         (status = 404, description = "DEV_ROUTES is not true", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -101,7 +100,6 @@ async fn whoami(identity: Identity) -> Json<Value> {
     tag = "dev",
     summary = "Raise an internal error on purpose (404 unless DEV_ROUTES=true)",
     responses(
-        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
         (status = 404, description = "DEV_ROUTES is not true", body = ErrorBody),
         (status = 500, description = "Always, when mounted: the error shape, no stack", body = ErrorBody),
     ),
@@ -120,7 +118,6 @@ async fn boom(_identity: Identity) -> Result<Json<Value>, ApiError> {
     summary = "200 for a supreme user (404 unless DEV_ROUTES=true)",
     responses(
         (status = 200, description = "Supreme", body = DevOk),
-        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
         (status = 403, description = "Not a supreme user", body = ErrorBody),
         (status = 404, description = "DEV_ROUTES is not true", body = ErrorBody),
     ),

@@ -149,7 +149,6 @@ fn date_key_error(code: Code, msg: &str) -> ApiError {
         (status = 201, description = "Queued: the new export, PENDING", body = ExportDocument),
         (status = 200, description = "An export of the same campaign, type (and dateKey) is already PENDING or TRIGGERED", body = ExportDocument),
         (status = 400, description = "Bad body or id (payload.code: InvalidExportType, MissingDateKey, InvalidDateKeyType, InvalidDateKey, NoMarketsFound, PromotersNotFound, MissingCodeFromMarket)", body = ErrorBody),
-        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
         (status = 403, description = "No REPORT permission on the campaign", body = ErrorBody),
         (status = 404, description = "Campaign not found (payload.code CampaignNotFound)", body = ErrorBody),
         (status = 413, description = "Body larger than 64 KiB", body = ErrorBody),
@@ -228,7 +227,6 @@ async fn create(
     responses(
         (status = 200, description = "The export", body = ExportDocument),
         (status = 400, description = "exportId is not an ObjectId, or campaignId is not a valid id", body = ErrorBody),
-        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
         (status = 403, description = "No REPORT permission on the campaign", body = ErrorBody),
         (status = 404, description = "No such export in this campaign", body = ErrorBody),
     ),
@@ -286,7 +284,6 @@ a running one stops and its upload is aborted. Idempotent on a cancelled export.
     responses(
         (status = 200, description = "Cancelled (now, or before): the export, FAILED", body = ExportDocument),
         (status = 400, description = "exportId is not an ObjectId, or campaignId is not a valid id", body = ErrorBody),
-        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
         (status = 403, description = "No REPORT permission on the campaign", body = ErrorBody),
         (status = 404, description = "No such export in this campaign", body = ErrorBody),
         (status = 409, description = "The export is FINISHED, FAILED or EXPIRED (payload.code ExportNotActive, payload.status)", body = ErrorBody),
@@ -490,7 +487,6 @@ fn truncate(s: &str) -> String {
                 ("Link" = String, description = "rel=\"next\" / rel=\"prev\" links, where they exist"),
             )),
         (status = 400, description = "Invalid query parameter or id, an offset that is not a multiple of limit, or two names of one setting that disagree", body = ErrorBody),
-        (status = 401, description = "Missing, malformed, expired or badly signed token", body = ErrorBody),
         (status = 403, description = "No REPORT permission on the campaign", body = ErrorBody),
         (status = 404, description = "Campaign not found (payload.code CampaignNotFound)", body = ErrorBody),
     ),

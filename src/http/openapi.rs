@@ -123,8 +123,8 @@ impl Modify for BearerJwt {
 }
 
 /// The errors every route can answer, declared once: the framework's 405
-/// and 408 and the 500 of a failure (a route that says more of one keeps
-/// its own row).
+/// and 408, the 500 of a failure, and the 401 of a route behind the bearer
+/// token (a route that says more of one keeps its own row).
 struct CommonErrors;
 
 impl Modify for CommonErrors {
@@ -152,11 +152,20 @@ impl Modify for CommonErrors {
                     _ => item.delete.as_mut(),
                 };
                 let Some(op) = op else { continue };
+                // A route behind the bearer token answers 401 without one.
+                let token = op
+                    .security
+                    .as_ref()
+                    .is_some_and(|s| !s.is_empty())
+                    .then_some(("401", "Missing, malformed, expired or badly signed token"));
                 for (status, description) in [
                     ("405", "Method not allowed"),
                     ("408", "Request timed out"),
                     ("500", "Internal error"),
-                ] {
+                ]
+                .into_iter()
+                .chain(token)
+                {
                     op.responses
                         .responses
                         .entry(status.to_string())
