@@ -1488,16 +1488,23 @@ fn validate_serve(
             sub.mut_arg(id, |a| a.env(None::<&'static str>))
         })
     });
+    // The secrets are no flags (the environment or a *_FILE only): set on
+    // the settings as the environment would, or unset.
+    let secret = |k: &str| env.get(k).map(|v| v.as_str().into());
     let mut argv = vec!["vf-export".to_string(), "serve".to_string()];
     for (k, v) in env {
+        if matches!(k.as_str(), "MONGODB_URI" | "JWT_SECRET") {
+            continue;
+        }
         argv.push(format!("--{}", flags[k]));
         argv.push(v.clone());
     }
     let matches = cli.try_get_matches_from(argv).expect("flags parse");
     let sub = matches.subcommand_matches("serve").expect("serve");
-    Settings::from_arg_matches(sub)
-        .expect("settings")
-        .validate(vf_export::config::Needs::Serve)
+    let mut settings = Settings::from_arg_matches(sub).expect("settings");
+    settings.mongodb_uri = secret("MONGODB_URI");
+    settings.jwt_secret = secret("JWT_SECRET");
+    settings.validate(vf_export::config::Needs::Serve)
 }
 
 /// Whether the binary's code names `KEY` (variables read outside clap, such
