@@ -18,9 +18,27 @@ use serde_json::json;
 /// Entries in the campaign: ~7.4 MB of TSV, so two 5 MiB parts, and several
 /// seconds per export on the stand-in MongoDB.
 const ENTRIES: u64 = 30_000;
-/// Exports queued (same campaign, distinct dateKey so they do not dedupe).
+/// Exports queued at first (same campaign, distinct dateKey so they do not
+/// dedupe).
 const EXPORTS: usize = 4;
 const PART: i64 = 5 * 1024 * 1024;
+
+/// Exports queued at most, should moments be missed (see the loop below).
+const MAX_EXPORTS: usize = 12;
+
+/// Queue one more export of the campaign; its dateKey is its index, so
+/// none dedupes.
+async fn queue_one(app: &TestApp, cid: &str, ids: &mut Vec<String>) {
+    let r = app
+        .post_export(
+            cid,
+            json!({ "exportType": "entries", "dateKey": format!("{}", ids.len()) }),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let v: serde_json::Value = r.json().await.unwrap();
+    ids.push(v["id"].as_str().unwrap().to_string());
+}
 
 /// A moment of an export's life, read from its published progress.
 struct Moment {
@@ -111,16 +129,8 @@ async fn kill_9_at_three_moments_loses_nothing() {
     let mut dead: Vec<Proc> = Vec::new();
 
     let mut ids = Vec::new();
-    for k in 0..EXPORTS {
-        let r = app
-            .post_export(
-                cid,
-                json!({ "exportType": "entries", "dateKey": format!("{k}") }),
-            )
-            .await;
-        assert_eq!(r.status(), 201);
-        let v: serde_json::Value = r.json().await.unwrap();
-        ids.push(v["id"].as_str().unwrap().to_string());
+    for _ in 0..EXPORTS {
+        queue_one(&app, cid, &mut ids).await;
     }
 
     // Each moment: wait until a live worker's export is there, kill -9 that
@@ -136,11 +146,20 @@ async fn kill_9_at_three_moments_loses_nothing() {
                 m.name
             );
             let docs = exports(&app).await;
-            assert!(
-                docs.iter().any(|d| d.get_str("status") != Ok("FINISHED")),
-                "every export finished before the moment '{}' could be hit",
-                m.name
-            );
+            if docs.iter().all(|d| d.get_str("status") == Ok("FINISHED")) {
+                // Progress is published every two seconds, and on a loaded
+                // machine an export can pass a moment between two reports:
+                // give the moment another export to be seen in.
+                assert!(
+                    ids.len() < MAX_EXPORTS,
+                    "{} exports finished without the moment '{}' being seen",
+                    ids.len(),
+                    m.name
+                );
+                println!("moment '{}' not seen yet: one more export", m.name);
+                queue_one(&app, cid, &mut ids).await;
+                continue;
+            }
             let target = docs.iter().find_map(|d| {
                 let w = live.iter().position(|p| p.owns(owner(d)))?;
                 (d.get_str("status") == Ok("TRIGGERED") && (m.at)(d))
@@ -228,12 +247,13 @@ async fn kill_9_at_three_moments_loses_nothing() {
     for id in &ids {
         assert_eq!(finished.get(id), Some(&1), "finish lines: {finished:?}");
     }
-    assert_eq!(finished.len(), EXPORTS);
+    assert_eq!(finished.len(), ids.len());
     println!(
-        "kill test: {} kill -9 ({}) interrupting {} export runs; {EXPORTS} exports of {ENTRIES} rows all FINISHED once, in {:?}; MongoDB connection events: {:?}",
+        "kill test: {} kill -9 ({}) interrupting {} export runs; {} exports of {ENTRIES} rows all FINISHED once, in {:?}; MongoDB connection events: {:?}",
         kills.len(),
         kills.join(", "),
         interrupted.values().sum::<i32>(),
+        ids.len(),
         t_start.elapsed(),
         mongodb_events(&all)
     );

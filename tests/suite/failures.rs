@@ -25,6 +25,18 @@ async fn raw(app: &TestApp, id: &str) -> Document {
         .unwrap()
 }
 
+/// POST an export of `export_type` (201); its id.
+async fn queue(app: &TestApp, export_type: &str) -> String {
+    let r = app
+        .post_export(CID, json!({ "exportType": export_type }))
+        .await;
+    assert_eq!(r.status(), 201);
+    r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 fn attempts(d: &Document) -> i64 {
     d.get_i32("attempts")
         .map(i64::from)
@@ -120,11 +132,7 @@ async fn a_passing_failure_is_retried_after_its_backoff_and_not_before() {
     ])
     .await;
     seed(&app).await;
-    let r = app.post_export(CID, json!({ "exportType": "codes" })).await;
-    let id = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = queue(&app, "codes").await;
     // Handed back: PENDING, the error so far, and when it may run again.
     let t0 = std::time::Instant::now();
     let (pending, retry_at) = loop {
@@ -225,14 +233,7 @@ async fn markets_removed_after_the_post_fail_the_export() {
     // No worker: the export waits while its campaign loses its markets.
     let app = TestApp::spawn_with(&[("worker-concurrency", "0")]).await;
     seed(&app).await;
-    let r = app
-        .post_export(CID, json!({ "exportType": "entries" }))
-        .await;
-    assert_eq!(r.status(), 201);
-    let id = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = queue(&app, "entries").await;
     app.db
         .collection::<Document>("markets")
         .delete_many(doc! { "campaignId": CID })
@@ -266,13 +267,7 @@ async fn count_holds_the_preliminary_count_while_triggered() {
             })
         })),
     };
-    let r = base
-        .post_export(CID, json!({ "exportType": "entries" }))
-        .await;
-    let id = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = queue(&base, "entries").await;
     let app = base.sibling_with_hooks(&[], hooks).await;
     tokio::time::timeout(WAIT, held.notified())
         .await
@@ -294,13 +289,7 @@ async fn count_holds_the_preliminary_count_while_triggered() {
 async fn the_lease_is_renewed_while_the_export_is_still_counting() {
     let base = TestApp::spawn_with(&[("worker-concurrency", "0")]).await;
     seed(&base).await;
-    let r = base
-        .post_export(CID, json!({ "exportType": "entries" }))
-        .await;
-    let id = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = queue(&base, "entries").await;
     // The first attempt is held after its count for more than two leases,
     // as a slow count of a large campaign would hold it.
     let held = Arc::new(std::sync::atomic::AtomicBool::new(false));
