@@ -9,7 +9,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use mongodb::bson::oid::ObjectId;
+use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -28,6 +30,27 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list, create))
         .routes(routes!(read, cancel))
+}
+
+/// `/campaigns/{campaignId}/exports`: the path's parameter as the handlers
+/// extract it and as the OpenAPI document describes it (one declaration).
+#[derive(Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Path, rename_all = "camelCase")]
+struct CampaignPath {
+    #[param(pattern = "^[A-Za-z0-9_-]{1,128}$", example = "c1")]
+    campaign_id: String,
+}
+
+/// `/campaigns/{campaignId}/exports/{exportId}`.
+#[derive(Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Path, rename_all = "camelCase")]
+struct ExportPath {
+    #[param(pattern = "^[A-Za-z0-9_-]{1,128}$", example = "c1")]
+    campaign_id: String,
+    #[param(pattern = "^[0-9a-fA-F]{24}$", example = "65f0c1a2b3c4d5e6f7a8b9c0")]
+    export_id: String,
 }
 
 /// Campaign ids are ObjectId hex or short slugs: anything else (`..`,
@@ -140,7 +163,7 @@ fn date_key_error(code: Code, msg: &str) -> ApiError {
     tag = "exports",
     summary = "Request an export",
     params(
-        ("campaignId" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$", example = "c1"),
+        CampaignPath,
         ("x-titan-correlation-id" = Option<String>, Header, description = "Correlation id (kept if at most 128 chars of [A-Za-z0-9-_.:])"),
     ),
     request_body(content = CreateExportBody, content_type = "application/json",
@@ -158,7 +181,7 @@ fn date_key_error(code: Code, msg: &str) -> ApiError {
 async fn create(
     identity: Identity,
     State(state): State<AppState>,
-    Path(campaign_id): Path<String>,
+    Path(CampaignPath { campaign_id }): Path<CampaignPath>,
     CorrelationId(correlation): CorrelationId,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -220,10 +243,7 @@ async fn create(
     path = "/campaigns/{campaignId}/exports/{exportId}",
     tag = "exports",
     summary = "Read one export",
-    params(
-        ("campaignId" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$", example = "c1"),
-        ("exportId" = String, Path, pattern = "^[0-9a-fA-F]{24}$", example = "65f0c1a2b3c4d5e6f7a8b9c0"),
-    ),
+    params(ExportPath),
     responses(
         (status = 200, description = "The export", body = ExportDocument),
         (status = 400, description = "exportId is not an ObjectId, or campaignId is not a valid id", body = ErrorBody),
@@ -235,7 +255,10 @@ async fn create(
 async fn read(
     identity: Identity,
     State(state): State<AppState>,
-    Path((campaign_id, export_id)): Path<(String, String)>,
+    Path(ExportPath {
+        campaign_id,
+        export_id,
+    }): Path<ExportPath>,
 ) -> Result<Json<Value>, ApiError> {
     let rec = visible(&state, &identity, &campaign_id, &export_id).await?;
     Ok(Json(export_json(&state, &rec).await))
@@ -277,10 +300,7 @@ fn export_not_found() -> ApiError {
     summary = "Cancel an export",
     description = "A PENDING or TRIGGERED export becomes FAILED with error.payload.code Cancelled; \
 a running one stops and its upload is aborted. Idempotent on a cancelled export.",
-    params(
-        ("campaignId" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$", example = "c1"),
-        ("exportId" = String, Path, pattern = "^[0-9a-fA-F]{24}$", example = "65f0c1a2b3c4d5e6f7a8b9c0"),
-    ),
+    params(ExportPath),
     responses(
         (status = 200, description = "Cancelled (now, or before): the export, FAILED", body = ExportDocument),
         (status = 400, description = "exportId is not an ObjectId, or campaignId is not a valid id", body = ErrorBody),
@@ -293,7 +313,10 @@ a running one stops and its upload is aborted. Idempotent on a cancelled export.
 async fn cancel(
     identity: Identity,
     State(state): State<AppState>,
-    Path((campaign_id, export_id)): Path<(String, String)>,
+    Path(ExportPath {
+        campaign_id,
+        export_id,
+    }): Path<ExportPath>,
 ) -> Result<Json<Value>, ApiError> {
     // What GET would not show is a 404 here too: never changed through a
     // route that cannot show it.
@@ -469,7 +492,7 @@ fn truncate(s: &str) -> String {
     tag = "exports",
     summary = "List a campaign's exports",
     params(
-        ("campaignId" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$", example = "c1"),
+        CampaignPath,
         ("exportType" = Option<ExportTypeName>, Query, description = "Only this type"),
         ("sort" = Option<SortField>, Query, description = "Sort field (default date.created)"),
         ("sortOrder" = Option<SortOrder>, Query, description = "Default desc"),
@@ -495,7 +518,7 @@ fn truncate(s: &str) -> String {
 async fn list(
     identity: Identity,
     State(state): State<AppState>,
-    Path(campaign_id): Path<String>,
+    Path(CampaignPath { campaign_id }): Path<CampaignPath>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     identity.require_report(&campaign_id)?;

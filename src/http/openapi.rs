@@ -528,10 +528,6 @@ pub struct DevOk {
     ok: bool,
 }
 
-// Operations. The handlers live in exports.rs, ccpa.rs, health.rs and
-// dev.rs; these bodiless functions carry their descriptions (the handlers
-// parse bodies by hand, so utoipa's argument inference would mislead).
-
 #[cfg(test)]
 mod tests {
     use super::*;
