@@ -402,14 +402,9 @@ async fn assume_role_denied_fails_naming_the_role() {
         ],
     )
     .await;
-    let r = app
-        .post_export(cid, json!({ "exportType": "autoReminderEmail" }))
+    let id = app
+        .queue_export(cid, json!({ "exportType": "autoReminderEmail" }))
         .await;
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-    let id = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
     let v = app.wait_done(cid, &id, Duration::from_secs(90)).await;
     assert_eq!(v["status"], "FAILED", "{v}");
     let msg = v["error"]["message"].as_str().unwrap_or("");

@@ -29,15 +29,8 @@ const MAX_EXPORTS: usize = 16;
 /// Queue one more export of the campaign; its dateKey is its index, so
 /// none dedupes.
 async fn queue_one(app: &TestApp, cid: &str, ids: &mut Vec<String>) {
-    let r = app
-        .post_export(
-            cid,
-            json!({ "exportType": "entries", "dateKey": format!("{}", ids.len()) }),
-        )
-        .await;
-    assert_eq!(r.status(), 201);
-    let v: serde_json::Value = r.json().await.unwrap();
-    ids.push(v["id"].as_str().unwrap().to_string());
+    let body = json!({ "exportType": "entries", "dateKey": ids.len().to_string() });
+    ids.push(app.queue_export(cid, body).await);
 }
 
 /// A moment of an export's life, read from its published progress.

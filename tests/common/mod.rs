@@ -314,6 +314,15 @@ impl TestApp {
             .unwrap()
     }
 
+    /// POST an export that must be queued anew (201); its id.
+    pub async fn queue_export(&self, campaign: &str, body: Value) -> String {
+        let r = self.post_export(campaign, body).await;
+        let status = r.status();
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(status, 201, "{v}");
+        v["id"].as_str().unwrap().to_string()
+    }
+
     pub async fn get_export(&self, campaign: &str, id: &str) -> Value {
         let r = self
             .http

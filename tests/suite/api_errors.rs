@@ -299,13 +299,9 @@ async fn bad_requests_get_clear_4xx_in_the_error_shape() {
     assert_eq!(r.status(), 400);
     assert_shape(400, &r.json().await.unwrap());
     // An export of one campaign is not visible under another (BOLA): 404.
-    let r = app
-        .post_export("c1", json!({"exportType": "entries"}))
+    let id = app
+        .queue_export("c1", json!({"exportType": "entries"}))
         .await;
-    let id = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
     seed(&app, "c9", true).await;
     let (s, _) = send(
         &app,
@@ -420,13 +416,9 @@ async fn an_s3_failure_mid_upload_fails_the_export_and_leaves_nothing() {
     .await;
     let app = TestApp::spawn_with(&[("aws-endpoint-url", &proxy), ("max-attempts", "1")]).await;
     seed(&app, "c1", true).await;
-    let r = app
-        .post_export("c1", json!({"exportType": "entries"}))
+    let id = app
+        .queue_export("c1", json!({"exportType": "entries"}))
         .await;
-    let id = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
     let v = app.wait_done("c1", &id, Duration::from_secs(120)).await;
     assert_eq!(v["status"], "FAILED", "{v}");
     let msg = v["error"]["message"].as_str().unwrap();

@@ -156,17 +156,12 @@ async fn entries_export_end_to_end() {
 
     // After it finished, a new request queues a new export; with
     // includeAllMarkets the additional market adds a row (unknown ids skip).
-    let r = app
-        .post_export(
+    let id2 = app
+        .queue_export(
             cid,
             json!({ "exportType": "entries", "includeAllMarkets": true }),
         )
         .await;
-    assert_eq!(r.status(), 201);
-    let id2 = r.json::<serde_json::Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
     assert_ne!(id2, id);
     let done = app.wait_done(cid, &id2, WAIT).await;
     assert_eq!(done["count"], 4);

@@ -167,14 +167,9 @@ async fn every_route_times_every_token() {
     let app = TestApp::spawn_with(&[("worker-concurrency", "0"), ("dev-routes", "true")]).await;
     seed(&app, "c1").await;
     seed(&app, "c2").await;
-    let r = app
-        .post_export("c1", json!({ "exportType": "entries" }))
+    let id = app
+        .queue_export("c1", json!({ "exportType": "entries" }))
         .await;
-    assert_eq!(r.status(), 201);
-    let id = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
     let entries = json!({ "exportType": "entries" });
     let one = format!("/campaigns/c1/exports/{id}");
 

@@ -287,13 +287,9 @@ async fn a_cancelled_export_stops_its_worker_and_leaves_no_upload_and_no_object(
     let app = TestApp::spawn_with(&[("aws-endpoint-url", &proxy)]).await;
     let cid = "cx-c4";
     procs::seed(&app, cid, 30, 1).await;
-    let r = app
-        .post_export(cid, json!({ "exportType": "entries" }))
+    let id = app
+        .queue_export(cid, json!({ "exportType": "entries" }))
         .await;
-    let id = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
     // The worker is writing its object: its part is held at S3.
     until("the export's part upload", async || {
         gate.arrived.load(Ordering::SeqCst)

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mongodb::bson::{doc, oid::ObjectId, Document};
-use serde_json::{json, Value};
+use serde_json::json;
 use vf_export::worker::{Hooks, Stage};
 
 use crate::common::faults::{proxy, proxy_upstream, Rule};
@@ -23,18 +23,6 @@ async fn raw(app: &TestApp, id: &str) -> Document {
         .await
         .unwrap()
         .unwrap()
-}
-
-/// POST an export of `export_type` (201); its id.
-async fn queue(app: &TestApp, export_type: &str) -> String {
-    let r = app
-        .post_export(CID, json!({ "exportType": export_type }))
-        .await;
-    assert_eq!(r.status(), 201);
-    r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string()
 }
 
 fn attempts(d: &Document) -> i64 {
@@ -132,7 +120,9 @@ async fn a_passing_failure_is_retried_after_its_backoff_and_not_before() {
     ])
     .await;
     seed(&app).await;
-    let id = queue(&app, "codes").await;
+    let id = app
+        .queue_export(CID, json!({ "exportType": "codes" }))
+        .await;
     // Handed back: PENDING, the error so far, and when it may run again.
     let t0 = std::time::Instant::now();
     let (pending, retry_at) = loop {
@@ -233,7 +223,9 @@ async fn markets_removed_after_the_post_fail_the_export() {
     // No worker: the export waits while its campaign loses its markets.
     let app = TestApp::spawn_with(&[("worker-concurrency", "0")]).await;
     seed(&app).await;
-    let id = queue(&app, "entries").await;
+    let id = app
+        .queue_export(CID, json!({ "exportType": "entries" }))
+        .await;
     app.db
         .collection::<Document>("markets")
         .delete_many(doc! { "campaignId": CID })
@@ -267,7 +259,9 @@ async fn count_holds_the_preliminary_count_while_triggered() {
             })
         })),
     };
-    let id = queue(&base, "entries").await;
+    let id = base
+        .queue_export(CID, json!({ "exportType": "entries" }))
+        .await;
     let app = base.sibling_with_hooks(&[], hooks).await;
     tokio::time::timeout(WAIT, held.notified())
         .await
@@ -289,7 +283,9 @@ async fn count_holds_the_preliminary_count_while_triggered() {
 async fn the_lease_is_renewed_while_the_export_is_still_counting() {
     let base = TestApp::spawn_with(&[("worker-concurrency", "0")]).await;
     seed(&base).await;
-    let id = queue(&base, "entries").await;
+    let id = base
+        .queue_export(CID, json!({ "exportType": "entries" }))
+        .await;
     // The first attempt is held after its count for more than two leases,
     // as a slow count of a large campaign would hold it.
     let held = Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -33,13 +33,9 @@ fn metric(text: &str, line_prefix: &str) -> Option<f64> {
 async fn metrics_move_after_an_export() {
     let app = TestApp::spawn().await;
     seed(&app, "c1", 25).await;
-    let r = app
-        .post_export("c1", json!({ "exportType": "entries" }))
+    let id = app
+        .queue_export("c1", json!({ "exportType": "entries" }))
         .await;
-    let id = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
     let done = app.wait_done("c1", &id, Duration::from_secs(60)).await;
     assert_eq!(done["status"], "FINISHED");
     let text = app

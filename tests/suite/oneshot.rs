@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::common::{self, campaign_doc, insert, TestApp};
 use mongodb::bson::{doc, DateTime};
-use serde_json::{json, Value};
+use serde_json::json;
 
 async fn seed(app: &TestApp, cid: &str) {
     insert(&app.db, "campaigns", vec![campaign_doc(cid, "One Shot")]).await;
@@ -46,13 +46,9 @@ fn cli(app: &TestApp, args: &[&str]) -> std::process::Output {
 async fn one_shot_writes_what_the_service_writes() {
     let app = TestApp::spawn().await;
     seed(&app, "c1").await;
-    let r = app
-        .post_export("c1", json!({"exportType": "entries"}))
+    let id = app
+        .queue_export("c1", json!({"exportType": "entries"}))
         .await;
-    let id = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
     let v = app.wait_done("c1", &id, Duration::from_secs(60)).await;
     let service = app.download(v["path"].as_str().unwrap()).await;
 
