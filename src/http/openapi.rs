@@ -8,9 +8,11 @@
 //! `serde_json`; the contract run checks the two agree.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
-use axum::{Extension, Json};
+use axum::body::Bytes;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::Extension;
 use serde::Serialize;
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -21,20 +23,21 @@ use crate::exports::Registry;
 
 /// The document of the routes the router serves (see `http::api`): the
 /// paths come from the handlers' own `#[utoipa::path]`, registered with
-/// the routes themselves, so the two cannot drift apart.
+/// the routes themselves, so the two cannot drift apart. Serialized once,
+/// at start-up: every request is handed the same bytes.
 #[derive(Clone)]
-pub struct Document(Arc<serde_json::Value>);
+pub struct Document(Bytes);
 
 impl Document {
     pub fn new(mut api: utoipa::openapi::OpenApi) -> Self {
         // Added to every path, so after the routes are in.
         CommonErrors.modify(&mut api);
-        Self(Arc::new(serde_json::to_value(api).unwrap_or_default()))
+        Self(Bytes::from(serde_json::to_vec(&api).unwrap_or_default()))
     }
 
     #[cfg(test)]
-    pub fn value(&self) -> &serde_json::Value {
-        &self.0
+    pub fn value(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.0).expect("the document is JSON")
     }
 }
 
@@ -48,8 +51,8 @@ impl Document {
         (status = 200, description = "OpenAPI document", body = Object),
     )
 )]
-pub async fn document(Extension(doc): Extension<Document>) -> Json<serde_json::Value> {
-    Json((*doc.0).clone())
+pub async fn document(Extension(doc): Extension<Document>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], doc.0)
 }
 
 #[derive(OpenApi)]
@@ -533,9 +536,7 @@ mod tests {
     use super::*;
 
     fn doc(dev_routes: bool) -> serde_json::Value {
-        Document::new(super::super::api(dev_routes).split_for_parts().1)
-            .value()
-            .clone()
+        Document::new(super::super::api(dev_routes).split_for_parts().1).value()
     }
 
     fn operations(doc: &serde_json::Value) -> Vec<(String, String)> {
