@@ -33,7 +33,8 @@ async fn queue_one(app: &TestApp, cid: &str, ids: &mut Vec<String>) {
     ids.push(app.queue_export(cid, body).await);
 }
 
-/// A moment of an export's life, read from its published progress.
+/// A moment of an export's life, read from its record (progress, upload,
+/// checkpoint).
 struct Moment {
     name: &'static str,
     at: fn(&Document) -> bool,
