@@ -3,7 +3,9 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
 /// An error a client sees. `message` and `payload` must never carry PII or
 /// internals (stack traces, driver errors): internal failures are logged and
@@ -105,14 +107,33 @@ impl ApiError {
         self
     }
 
-    /// The JSON body of the error shape.
-    pub fn body(&self) -> Value {
-        let mut inner = json!({ "status": self.status.as_u16(), "message": self.message });
-        if let Some(p) = &self.payload {
-            inner["payload"] = p.clone();
+    /// The body of the error shape.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                status: self.status.as_u16(),
+                message: self.message.clone(),
+                payload: self.payload.clone(),
+            },
         }
-        json!({ "error": inner })
     }
+}
+
+/// The error shape of every 4xx/5xx response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    #[schema(minimum = 400, maximum = 599)]
+    status: u16,
+    message: String,
+    /// Extra detail (`field`, `code`, `validTypes`, ...), never PII.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false, nullable = false, value_type = Option<HashMap<String, Value>>)]
+    payload: Option<Value>,
 }
 
 impl std::fmt::Display for ApiError {
@@ -182,11 +203,17 @@ impl From<crate::ccpa::CcpaError> for ApiError {
 mod tests {
     use super::*;
 
+    impl ErrorBody {
+        fn json(&self) -> Value {
+            serde_json::to_value(self).unwrap()
+        }
+    }
+
     #[test]
     fn shape_matches_spec() {
         let e = ApiError::field("exportType", "exportType is required");
         assert_eq!(
-            e.body(),
+            e.body().json(),
             json!({"error": {"status": 400, "message": "exportType is required", "payload": {"field": "exportType"}}})
         );
         let e = ApiError::coded(
@@ -196,10 +223,10 @@ mod tests {
         )
         .with_payload(json!({"field": "dateKey"}));
         assert_eq!(
-            e.body()["error"]["payload"],
+            e.body().json()["error"]["payload"],
             json!({"code": "InvalidDateKey", "field": "dateKey"})
         );
-        assert!(ApiError::internal().body()["error"]
+        assert!(ApiError::internal().body().json()["error"]
             .get("payload")
             .is_none());
     }

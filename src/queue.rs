@@ -25,8 +25,9 @@ use crate::sink::UploadRef;
 use crate::store::{id_forms, id_match, id_string, Store, StoreError};
 
 /// Export status, stored and returned as the original's upper-case names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
+#[schema(as = ExportStatus)]
 pub enum Status {
     Pending,
     Triggered,

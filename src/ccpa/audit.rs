@@ -11,9 +11,11 @@
 
 use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime, Document};
 use mongodb::Collection;
+use serde::{Deserialize, Serialize, Serializer};
+use utoipa::ToSchema;
 
-use super::Outcome;
-use crate::store::{lossy_document, Reader, Store, StoreError};
+use super::{Deleted, Outcome, Rewrites};
+use crate::store::{iso, Reader, Store, StoreError};
 
 pub const COLLECTION: &str = "ccpaRequests";
 
@@ -22,8 +24,116 @@ pub struct AuditLog {
     coll: Collection<Document>,
     id: ObjectId,
     pub campaigns: Vec<String>,
-    objects: Vec<Document>,
+    objects: Vec<AuditObject>,
     exports: Vec<String>,
+}
+
+/// What a request did to one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[schema(as = CcpaAction)]
+pub enum Action {
+    Deleted,
+    Rewritten,
+}
+
+/// An object a CCPA request deleted, or rewrote without the user's rows:
+/// as stored in the record and as `GET /ccpa/requests` returns it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = CcpaObject)]
+pub struct AuditObject {
+    pub action: Action,
+    pub bucket: String,
+    pub key: String,
+    pub campaign_id: String,
+    /// The export whose record names the object (always for a deletion).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(required = false)]
+    pub export_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(required = false)]
+    pub export_type: Option<String>,
+    /// Rewritten files: the user's rows left out, and the new object's
+    /// digest and size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(required = false, minimum = 0)]
+    pub rows_removed: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(required = false)]
+    pub sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(required = false, minimum = 0)]
+    pub bytes: Option<i64>,
+}
+
+/// A request's status: RUNNING until it ends (a request whose process
+/// died stays RUNNING: its objects list is what it did).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
+#[schema(as = CcpaStatus)]
+pub enum RequestStatus {
+    Running,
+    Done,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = CcpaRequestDates)]
+pub struct RecordDates {
+    #[serde(serialize_with = "rfc3339")]
+    #[schema(value_type = String)]
+    pub started: DateTime,
+    /// Null while RUNNING.
+    #[serde(default, serialize_with = "rfc3339_or_null")]
+    #[schema(value_type = Option<String>, required = true)]
+    pub finished: Option<DateTime>,
+}
+
+/// The audit record of one CCPA request, as read back (`GET
+/// /ccpa/requests`). The user id is kept only as its SHA-256; no file
+/// content. Dates answer as RFC 3339, the id as hex.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = CcpaRequest)]
+pub struct Record {
+    #[serde(rename(deserialize = "_id"), serialize_with = "hex")]
+    #[schema(value_type = String, pattern = "^[0-9a-f]{24}$")]
+    pub id: ObjectId,
+    #[schema(pattern = "^[0-9a-f]{64}$")]
+    pub user_id_sha256: String,
+    /// `sub` of the caller.
+    pub requested_by: String,
+    pub correlation: String,
+    pub status: RequestStatus,
+    pub date: RecordDates,
+    pub campaigns: Vec<String>,
+    pub objects: Vec<AuditObject>,
+    /// Export records this request marked deleted.
+    pub exports: Vec<String>,
+    pub deleted_count: Deleted,
+    pub rewritten: Rewrites,
+    pub skipped: u64,
+    pub in_flight: u64,
+    /// Why a FAILED request stopped short.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub error: Option<String>,
+}
+
+fn hex<S: Serializer>(id: &ObjectId, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&id.to_hex())
+}
+
+fn rfc3339<S: Serializer>(d: &DateTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&iso(*d))
+}
+
+fn rfc3339_or_null<S: Serializer>(d: &Option<DateTime>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => rfc3339(d, s),
+        None => s.serialize_none(),
+    }
 }
 
 /// An object removed from a bucket.
@@ -85,31 +195,31 @@ impl AuditLog {
     }
 
     pub fn deleted(&mut self, d: &Removed<'_>) {
-        self.objects.push(doc! {
-            "action": "deleted",
-            "bucket": d.bucket,
-            "key": d.key,
-            "campaignId": d.campaign_id,
-            "exportId": d.export_id.to_hex(),
-            "exportType": d.export_type,
+        self.objects.push(AuditObject {
+            action: Action::Deleted,
+            bucket: d.bucket.into(),
+            key: d.key.into(),
+            campaign_id: d.campaign_id.into(),
+            export_id: Some(d.export_id.to_hex()),
+            export_type: Some(d.export_type.into()),
+            rows_removed: None,
+            sha256: None,
+            bytes: None,
         });
     }
 
     pub fn rewrote(&mut self, r: &Rewrote<'_>) {
-        let mut d = doc! {
-            "action": "rewritten",
-            "bucket": r.bucket,
-            "key": r.key,
-            "campaignId": r.campaign_id,
-            "rowsRemoved": n(r.rows_removed),
-            "sha256": r.sha256,
-            "bytes": n(r.bytes),
-        };
-        if let Some(id) = r.export_id {
-            d.insert("exportId", id.to_hex());
-            d.insert("exportType", "codeWaves");
-        }
-        self.objects.push(d);
+        self.objects.push(AuditObject {
+            action: Action::Rewritten,
+            bucket: r.bucket.into(),
+            key: r.key.into(),
+            campaign_id: r.campaign_id.into(),
+            export_id: r.export_id.map(|id| id.to_hex()),
+            export_type: r.export_id.map(|_| "codeWaves".into()),
+            rows_removed: Some(n(r.rows_removed)),
+            sha256: Some(r.sha256.into()),
+            bytes: Some(n(r.bytes)),
+        });
     }
 
     /// An export record this request marked `deleted`.
@@ -122,7 +232,7 @@ impl AuditLog {
     fn progress(&self, o: &Outcome) -> Document {
         doc! {
             "campaigns": &self.campaigns,
-            "objects": self.objects.clone(),
+            "objects": self.objects.iter().map(AuditObject::document).collect::<Vec<_>>(),
             "exports": &self.exports,
             "deletedCount": { "exports": n(o.deleted_count.exports), "files": n(o.deleted_count.files) },
             "rewritten": { "files": n(o.rewritten.files), "rows": n(o.rewritten.rows) },
@@ -157,9 +267,16 @@ impl AuditLog {
     }
 }
 
+impl AuditObject {
+    fn document(&self) -> Document {
+        // Strings, integers and an enum of names: nothing that can fail.
+        mongodb::bson::to_document(self).expect("an audit object serializes")
+    }
+}
+
 /// Every audit record of the user whose id hashes to `user_id_sha256`,
 /// oldest first, read to the confirmed end.
-pub async fn requests_of(store: &Store, user_id_sha256: &str) -> Result<Vec<Document>, StoreError> {
+pub async fn requests_of(store: &Store, user_id_sha256: &str) -> Result<Vec<Record>, StoreError> {
     let filter = doc! { "userIdSha256": user_id_sha256 };
     let mut reader = Reader::new(store, COLLECTION, filter, "_id");
     let mut out = Vec::new();
@@ -168,6 +285,8 @@ pub async fn requests_of(store: &Store, user_id_sha256: &str) -> Result<Vec<Docu
         if batch.is_empty() {
             return Ok(out);
         }
-        out.extend(batch.iter().map(|d| lossy_document(d)));
+        for d in &batch {
+            out.push(mongodb::bson::from_slice(d.as_bytes())?);
+        }
     }
 }

@@ -26,6 +26,7 @@ use std::time::Duration;
 use mongodb::bson::{doc, oid::ObjectId, Bson, Document};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
+use utoipa::ToSchema;
 
 use crate::exports::raw::text_at;
 use crate::exports::{CcpaFiles, Registry};
@@ -55,30 +56,41 @@ pub struct Request {
 }
 
 /// Export records marked `deleted` by one request, and their objects.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, ToSchema,
+)]
+#[schema(as = DeletedCount)]
 pub struct Deleted {
     pub exports: u64,
     pub files: u64,
 }
 
 /// Wave files written back without the user's rows, and those rows.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, ToSchema,
+)]
+#[schema(as = RewrittenCount)]
 pub struct Rewrites {
     pub files: u64,
     pub rows: u64,
 }
 
 /// What one request did (the route's response, in its field names).
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = CcpaOutcome)]
 pub struct Outcome {
-    /// The audit record's id.
+    /// The audit record of this request (ours): `GET /ccpa/requests`.
+    #[schema(pattern = "^[0-9a-f]{24}$")]
     pub request_id: String,
+    /// Export records marked deleted by this request and their objects
+    /// (zeros on a repeat).
     pub deleted_count: Deleted,
+    /// Wave files rewritten without the user's rows (ours).
     pub rewritten: Rewrites,
     /// Exports of partner types (or of an unknown type) left alone.
     pub skipped: u64,
-    /// PENDING/TRIGGERED exports: the caller repeats after they finish.
+    /// PENDING/TRIGGERED exports left alone: repeat after they finish.
     pub in_flight: u64,
 }
 

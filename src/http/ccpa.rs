@@ -13,18 +13,17 @@ use std::time::Duration;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use mongodb::bson::Bson;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::json;
 use tracing::Instrument;
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::Identity;
-use super::openapi::{CcpaDeleted, CcpaRequest, ErrorBody};
-use super::view::bson_json;
 use super::{check_id, timeout, AppState, CorrelationId, REQUEST_TIMEOUT};
-use crate::ccpa::{self, audit, Deletion};
-use crate::error::ApiError;
+use crate::ccpa::{self, audit, Deletion, Outcome};
+use crate::error::{ApiError, ErrorBody};
 
 /// How long the deletion route waits for the deletion before answering.
 pub const CCPA_TIMEOUT: Duration = Duration::from_secs(120);
@@ -36,6 +35,18 @@ pub fn routes() -> OpenApiRouter<AppState> {
         // added after, times itself out (see `delete_user`).
         .layer(timeout(REQUEST_TIMEOUT))
         .routes(routes!(delete_user))
+}
+
+/// CCPA deletion result: the original's message and what was done. A
+/// failure (500 `DeleteFailed`) carries `deletedCount`, `rewritten` and
+/// `requestId` of what was done in its payload; repeating the request
+/// completes the rest.
+#[derive(Serialize, ToSchema)]
+pub struct CcpaDeleted {
+    #[schema(example = "User exports deleted successfully")]
+    message: &'static str,
+    #[serde(flatten)]
+    outcome: Outcome,
 }
 
 #[utoipa::path(
@@ -60,7 +71,7 @@ async fn delete_user(
     State(state): State<AppState>,
     CorrelationId(correlation): CorrelationId,
     Path(user_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CcpaDeleted>, ApiError> {
     identity.require_supreme()?;
     check_id("userId", &user_id)?;
     let deletion = Deletion::new(
@@ -100,9 +111,10 @@ async fn delete_user(
             .with_payload(json!({ "requestId": request_id.try_recv().ok() })));
         }
     };
-    let mut body = serde_json::to_value(&outcome).unwrap_or_default();
-    body["message"] = json!("User exports deleted successfully");
-    Ok(Json(body))
+    Ok(Json(CcpaDeleted {
+        message: "User exports deleted successfully",
+        outcome,
+    }))
 }
 
 #[utoipa::path(
@@ -114,7 +126,7 @@ async fn delete_user(
     params(("userId" = String, Query, pattern = "^[A-Za-z0-9_-]{1,128}$", example = "u1",
         description = "Matched by its SHA-256: the records keep no user id")),
     responses(
-        (status = 200, description = "The user's requests (empty when none)", body = Vec<CcpaRequest>),
+        (status = 200, description = "The user's requests (empty when none)", body = Vec<audit::Record>),
         (status = 400, description = "userId missing or not a valid id", body = ErrorBody),
         (status = 403, description = "Not a supreme user", body = ErrorBody),
     ),
@@ -124,23 +136,12 @@ async fn list_requests(
     identity: Identity,
     State(state): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<audit::Record>>, ApiError> {
     identity.require_supreme()?;
     let user_id = q
         .get("userId")
         .ok_or_else(|| ApiError::field("userId", "userId is required"))?;
     check_id("userId", user_id)?;
     let records = audit::requests_of(&state.store, &ccpa::user_id_sha256(user_id)).await?;
-    let items = records
-        .into_iter()
-        .map(|mut d| {
-            let id = d.remove("_id");
-            let mut v = bson_json(&Bson::Document(d));
-            if let Some(Bson::ObjectId(id)) = id {
-                v["id"] = Value::String(id.to_hex());
-            }
-            v
-        })
-        .collect();
-    Ok(Json(Value::Array(items)))
+    Ok(Json(records))
 }

@@ -5,14 +5,15 @@ use std::collections::HashMap;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::Json;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::{Claims, Identity};
-use super::openapi::{DevIdentity, DevOk, DevToken, DevTokenRequest, ErrorBody};
 use super::{parse_json, AppState};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 
 /// Lifetime of a minted dev token.
 const DEV_TOKEN_SECS: u64 = 3600;
@@ -25,6 +26,38 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(supremes))
 }
 
+/// `POST /dev/token`'s body, as the document describes it (the handler
+/// reads it field by field, to name the field that is wrong).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DevTokenRequest {
+    user_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false)]
+    campaigns: Option<HashMap<String, Vec<String>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false)]
+    is_supreme: Option<bool>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DevToken {
+    token: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DevIdentity {
+    user_id: String,
+    is_supreme: bool,
+    campaigns: HashMap<String, Vec<String>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DevOk {
+    ok: bool,
+}
+
 #[utoipa::path(
     post,
     operation_id = "dev_token",
@@ -35,11 +68,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
     responses(
         (status = 200, description = "A token valid for one hour", body = DevToken),
         (status = 400, description = "Bad body, or the key cannot sign", body = ErrorBody),
-        (status = 404, description = "DEV_ROUTES is not true", body = ErrorBody),
         (status = 413, description = "Body larger than 64 KiB", body = ErrorBody),
     )
 )]
-async fn token(State(state): State<AppState>, body: Bytes) -> Result<Json<Value>, ApiError> {
+async fn token(State(state): State<AppState>, body: Bytes) -> Result<Json<DevToken>, ApiError> {
     let v = parse_json(&body)?;
     let user_id = match v.get("userId") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
@@ -70,7 +102,7 @@ async fn token(State(state): State<AppState>, body: Bytes) -> Result<Json<Value>
     let token = state.auth.mint(&claims).ok_or_else(|| {
         ApiError::bad_request("token minting needs JWT_SECRET (a public key cannot sign)")
     })?;
-    Ok(Json(json!({ "token": token })))
+    Ok(Json(DevToken { token }))
 }
 
 #[utoipa::path(
@@ -81,16 +113,15 @@ async fn token(State(state): State<AppState>, body: Bytes) -> Result<Json<Value>
     summary = "Echo the decoded identity (404 unless DEV_ROUTES=true)",
     responses(
         (status = 200, description = "The caller", body = DevIdentity),
-        (status = 404, description = "DEV_ROUTES is not true", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
-async fn whoami(identity: Identity) -> Json<Value> {
-    Json(json!({
-        "userId": identity.user_id,
-        "isSupreme": identity.is_supreme,
-        "campaigns": identity.campaigns,
-    }))
+async fn whoami(identity: Identity) -> Json<DevIdentity> {
+    Json(DevIdentity {
+        user_id: identity.user_id,
+        is_supreme: identity.is_supreme,
+        campaigns: identity.campaigns,
+    })
 }
 
 #[utoipa::path(
@@ -100,12 +131,11 @@ async fn whoami(identity: Identity) -> Json<Value> {
     tag = "dev",
     summary = "Raise an internal error on purpose (404 unless DEV_ROUTES=true)",
     responses(
-        (status = 404, description = "DEV_ROUTES is not true", body = ErrorBody),
         (status = 500, description = "Always, when mounted: the error shape, no stack", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
-async fn boom(_identity: Identity) -> Result<Json<Value>, ApiError> {
+async fn boom(_identity: Identity) -> Result<Json<DevOk>, ApiError> {
     tracing::error!("dev route raised an internal error on purpose");
     Err(ApiError::internal())
 }
@@ -119,11 +149,10 @@ async fn boom(_identity: Identity) -> Result<Json<Value>, ApiError> {
     responses(
         (status = 200, description = "Supreme", body = DevOk),
         (status = 403, description = "Not a supreme user", body = ErrorBody),
-        (status = 404, description = "DEV_ROUTES is not true", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
-async fn supremes(identity: Identity) -> Result<Json<Value>, ApiError> {
+async fn supremes(identity: Identity) -> Result<Json<DevOk>, ApiError> {
     identity.require_supreme()?;
-    Ok(Json(json!({ "ok": true })))
+    Ok(Json(DevOk { ok: true }))
 }

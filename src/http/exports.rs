@@ -16,12 +16,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::Identity;
-use super::openapi::{
-    CreateExportBody, ErrorBody, ExportDocument, ExportTypeName, SortField, SortOrder,
-};
-use super::view::export_json;
+use super::openapi::{CreateExportBody, ExportTypeName, SortField, SortOrder};
+use super::view::ExportDocument;
 use super::{parse_json, AppState, CorrelationId};
-use crate::error::{ApiError, Code};
+use crate::error::{ApiError, Code, ErrorBody};
 use crate::exports::Registry;
 use crate::exports::{require_markets, Params};
 use crate::queue::{ExportRecord, ListQuery, NewExport};
@@ -172,7 +170,6 @@ fn date_key_error(code: Code, msg: &str) -> ApiError {
         (status = 201, description = "Queued: the new export, PENDING", body = ExportDocument),
         (status = 200, description = "An export of the same campaign, type (and dateKey) is already PENDING or TRIGGERED", body = ExportDocument),
         (status = 400, description = "Bad body or id (payload.code: InvalidExportType, MissingDateKey, InvalidDateKeyType, InvalidDateKey, NoMarketsFound, PromotersNotFound, MissingCodeFromMarket)", body = ErrorBody),
-        (status = 403, description = "No REPORT permission on the campaign", body = ErrorBody),
         (status = 404, description = "Campaign not found (payload.code CampaignNotFound)", body = ErrorBody),
         (status = 413, description = "Body larger than 64 KiB", body = ErrorBody),
     ),
@@ -234,7 +231,7 @@ async fn create(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(export_json(&state, &rec).await)).into_response())
+    Ok((status, Json(ExportDocument::of(&state, &rec).await)).into_response())
 }
 
 #[utoipa::path(
@@ -247,7 +244,6 @@ async fn create(
     responses(
         (status = 200, description = "The export", body = ExportDocument),
         (status = 400, description = "exportId is not an ObjectId, or campaignId is not a valid id", body = ErrorBody),
-        (status = 403, description = "No REPORT permission on the campaign", body = ErrorBody),
         (status = 404, description = "No such export in this campaign", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -259,9 +255,9 @@ async fn read(
         campaign_id,
         export_id,
     }): Path<ExportPath>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ExportDocument>, ApiError> {
     let rec = visible(&state, &identity, &campaign_id, &export_id).await?;
-    Ok(Json(export_json(&state, &rec).await))
+    Ok(Json(ExportDocument::of(&state, &rec).await))
 }
 
 /// The export at `/campaigns/:campaignId/exports/:exportId`, if the caller
@@ -304,7 +300,6 @@ a running one stops and its upload is aborted. Idempotent on a cancelled export.
     responses(
         (status = 200, description = "Cancelled (now, or before): the export, FAILED", body = ExportDocument),
         (status = 400, description = "exportId is not an ObjectId, or campaignId is not a valid id", body = ErrorBody),
-        (status = 403, description = "No REPORT permission on the campaign", body = ErrorBody),
         (status = 404, description = "No such export in this campaign", body = ErrorBody),
         (status = 409, description = "The export is FINISHED, FAILED or EXPIRED (payload.code ExportNotActive, payload.status)", body = ErrorBody),
     ),
@@ -317,7 +312,7 @@ async fn cancel(
         campaign_id,
         export_id,
     }): Path<ExportPath>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ExportDocument>, ApiError> {
     // What GET would not show is a 404 here too: never changed through a
     // route that cannot show it.
     let id = visible(&state, &identity, &campaign_id, &export_id)
@@ -338,7 +333,7 @@ async fn cancel(
                 tracing::error!(error = %e, "cancelled export no longer readable");
                 ApiError::internal()
             })?;
-            Ok(Json(export_json(&state, &rec).await))
+            Ok(Json(ExportDocument::of(&state, &rec).await))
         }
         Outcome::NotActive(d) => {
             let status = d.get_str("status").unwrap_or_default().to_string();
@@ -510,7 +505,6 @@ fn truncate(s: &str) -> String {
                 ("Link" = String, description = "rel=\"next\" / rel=\"prev\" links, where they exist"),
             )),
         (status = 400, description = "Invalid query parameter or id, an offset that is not a multiple of limit, or two names of one setting that disagree", body = ErrorBody),
-        (status = 403, description = "No REPORT permission on the campaign", body = ErrorBody),
         (status = 404, description = "Campaign not found (payload.code CampaignNotFound)", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -532,7 +526,7 @@ async fn list(
     let (records, total) = state.queue.list(&campaign_id, &lq).await?;
     let mut items = Vec::with_capacity(records.len());
     for r in &records {
-        items.push(export_json(&state, r).await);
+        items.push(ExportDocument::of(&state, r).await);
     }
     let mut headers = HeaderMap::new();
     headers.insert("x-total-count", HeaderValue::from(total));
@@ -563,7 +557,7 @@ async fn list(
             headers.insert("link", v);
         }
     }
-    Ok((headers, Json(Value::Array(items))).into_response())
+    Ok((headers, Json(items)).into_response())
 }
 
 #[cfg(test)]

@@ -5,19 +5,35 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
+use serde::Serialize;
 use serde_json::json;
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::openapi::{ErrorBody, Heartbeat, Ready};
-use super::AppState;
-use crate::error::ApiError;
+use super::{AppState, MongoHealth};
+use crate::error::{ApiError, ErrorBody};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(heartbeat))
         .routes(routes!(metrics))
         .routes(routes!(ready))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Heartbeat {
+    #[schema(example = "OK")]
+    status: &'static str,
+}
+
+const OK: &str = "OK";
+
+#[derive(Serialize, ToSchema)]
+pub struct Ready {
+    #[schema(example = "OK")]
+    status: &'static str,
+    mongodb: MongoHealth,
 }
 
 #[utoipa::path(
@@ -36,7 +52,7 @@ async fn heartbeat(State(state): State<AppState>) -> axum::response::Response {
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "draining for shutdown")
             .into_response();
     }
-    Json(json!({ "status": "OK" })).into_response()
+    Json(Heartbeat { status: OK }).into_response()
 }
 
 /// Readiness view (ours): the cached MongoDB ping, no database round trip.
@@ -53,9 +69,11 @@ async fn heartbeat(State(state): State<AppState>) -> axum::response::Response {
 async fn ready(State(state): State<AppState>) -> axum::response::Response {
     let health = state.mongo_health.read().ok().and_then(|h| h.clone());
     match health {
-        Some(h) if h.ok && !state.shutdown.is_draining() => {
-            Json(json!({ "status": "OK", "mongodb": h })).into_response()
-        }
+        Some(h) if h.ok && !state.shutdown.is_draining() => Json(Ready {
+            status: OK,
+            mongodb: h,
+        })
+        .into_response(),
         Some(h) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not ready")
             .with_payload(json!({ "mongodb": h, "draining": state.shutdown.is_draining() }))
             .into_response(),

@@ -55,10 +55,12 @@ pub struct AppState {
 }
 
 /// Result of the background MongoDB ping.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = MongoCheck)]
 pub struct MongoHealth {
     pub ok: bool,
+    #[schema(required = true)]
     pub error: Option<String>,
     pub latency_ms: u64,
     pub checked_at: chrono::DateTime<chrono::Utc>,

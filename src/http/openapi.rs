@@ -1,13 +1,14 @@
 //! `GET /openapi.json`: the OpenAPI 3 description of the HTTP API (spec:
 //! api.md), so clients and the contract run (`scripts/contract`,
 //! schemathesis) share one truth. Each path is its handler's own
-//! `#[utoipa::path]`, registered with its route (`utoipa-axum`); this
-//! module holds the document's frame (info, security, the errors every
-//! route can answer) and the response types. The `exportType` enums come
-//! from the live `Registry`. The handlers build their bodies with
-//! `serde_json`; the contract run checks the two agree.
-
-use std::collections::HashMap;
+//! `#[utoipa::path]`, registered with its route (`utoipa-axum`), and its
+//! bodies are the types the handler returns (`view::ExportDocument`,
+//! `error::ErrorBody`, `ccpa::audit::Record`, ...), so the document
+//! describes what is sent. This module holds the document's frame (info,
+//! security, the errors every route or every route of a tag can answer)
+//! and the descriptions of what the handlers read field by field (the
+//! POST body, the sort parameters). The `exportType` enums come from the
+//! live `Registry`.
 
 use axum::body::Bytes;
 use axum::http::header;
@@ -19,6 +20,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{RefOr, Schema};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
+use super::view::Compression;
+use crate::error::ErrorBody;
 use crate::exports::Registry;
 
 /// The document of the routes the router serves (see `http::api`): the
@@ -64,36 +67,9 @@ Every error, from every route and from the framework (unknown route 404, wrong m
 body too large 413, bad JSON 400, timeout 408), has the body `{\"error\": {\"status\", \"message\", \"payload\"?}}`. \
 Requests may carry `x-titan-correlation-id`; it is echoed in the response header of the same name."
     ),
-    components(schemas(
-        ExportDocument,
-        ExportStatus,
-        Compression,
-        ExportDates,
-        ExportKey,
-        ExportProgress,
-        ExportFailure,
-        ErrorBody,
-        ErrorDetail,
-        CreateExportBody,
-        ExportTypeName,
-        SortField,
-        SortOrder,
-        CcpaDeleted,
-        DeletedCount,
-        RewrittenCount,
-        CcpaRequest,
-        CcpaRequestDates,
-        CcpaObject,
-        CcpaAction,
-        CcpaStatus,
-        Heartbeat,
-        Ready,
-        MongoCheck,
-        DevTokenRequest,
-        DevToken,
-        DevIdentity,
-        DevOk,
-    )),
+    // The rest are collected from the handlers' bodies; query parameters'
+    // types are not.
+    components(schemas(SortField, SortOrder)),
     modifiers(&BearerJwt),
     tags(
         (name = "exports", description = "Request, read, list and cancel exports"),
@@ -127,12 +103,23 @@ impl Modify for BearerJwt {
 
 /// The errors every route can answer, declared once: the framework's 405
 /// and 408, the 500 of a failure, and the 401 of a route behind the bearer
-/// token (a route that says more of one keeps its own row).
+/// token; and those every route of a tag answers (a route that says more
+/// of one keeps its own row).
 struct CommonErrors;
+
+const EVERY_ROUTE: [(&str, &str); 3] = [
+    ("405", "Method not allowed"),
+    ("408", "Request timed out"),
+    ("500", "Internal error"),
+];
+
+const BY_TAG: [(&str, &str, &str); 2] = [
+    ("exports", "403", "No REPORT permission on the campaign"),
+    ("dev", "404", "DEV_ROUTES is not true"),
+];
 
 impl Modify for CommonErrors {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::path::HttpMethod;
         use utoipa::openapi::{ContentBuilder, ResponseBuilder};
         let error = |description: &str| {
             ResponseBuilder::new()
@@ -148,27 +135,20 @@ impl Modify for CommonErrors {
                 .build()
         };
         for item in openapi.paths.paths.values_mut() {
-            for method in [HttpMethod::Get, HttpMethod::Post, HttpMethod::Delete] {
-                let op = match method {
-                    HttpMethod::Get => item.get.as_mut(),
-                    HttpMethod::Post => item.post.as_mut(),
-                    _ => item.delete.as_mut(),
-                };
-                let Some(op) = op else { continue };
+            let ops = [&mut item.get, &mut item.post, &mut item.delete];
+            for op in ops.into_iter().flatten() {
                 // A route behind the bearer token answers 401 without one.
                 let token = op
                     .security
                     .as_ref()
                     .is_some_and(|s| !s.is_empty())
                     .then_some(("401", "Missing, malformed, expired or badly signed token"));
-                for (status, description) in [
-                    ("405", "Method not allowed"),
-                    ("408", "Request timed out"),
-                    ("500", "Internal error"),
-                ]
-                .into_iter()
-                .chain(token)
-                {
+                let tags = op.tags.clone().unwrap_or_default();
+                let tagged = BY_TAG
+                    .iter()
+                    .filter(|(tag, ..)| tags.iter().any(|t| t == tag))
+                    .map(|&(_, status, description)| (status, description));
+                for (status, description) in EVERY_ROUTE.into_iter().chain(token).chain(tagged) {
                     op.responses
                         .responses
                         .entry(status.to_string())
@@ -195,18 +175,6 @@ impl PartialSchema for ExportTypeName {
 
 impl ToSchema for ExportTypeName {}
 
-/// Export status.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "UPPERCASE")]
-#[allow(dead_code)] // variants are described, never built
-pub enum ExportStatus {
-    Pending,
-    Triggered,
-    Finished,
-    Failed,
-    Expired,
-}
-
 /// List sort fields.
 #[derive(Serialize, ToSchema)]
 #[allow(dead_code)] // variants are described, never built
@@ -229,120 +197,6 @@ pub enum SortOrder {
     Desc,
 }
 
-/// Output compression (single-file types only offer gzip).
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-#[allow(dead_code)] // variants are described, never built
-pub enum Compression {
-    None,
-    Gzip,
-}
-
-/// Lifecycle timestamps, RFC 3339 UTC, null until reached.
-#[derive(Serialize, ToSchema)]
-pub struct ExportDates {
-    #[schema(required = true)]
-    created: Option<String>,
-    #[schema(required = true)]
-    triggered: Option<String>,
-    #[schema(required = true)]
-    finished: Option<String>,
-    #[schema(required = true)]
-    failed: Option<String>,
-    #[schema(required = true)]
-    expired: Option<String>,
-    /// Present on exports removed by a CCPA deletion.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(required = false)]
-    deleted: Option<String>,
-}
-
-/// The object key, or the keys of a multi-object export.
-#[derive(Serialize, ToSchema)]
-#[serde(untagged)]
-#[allow(dead_code)] // variants are described, never built
-pub enum ExportKey {
-    One(String),
-    Many(Vec<String>),
-}
-
-/// Progress of a running export.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ExportProgress {
-    rows_written: i64,
-    bytes_written: i64,
-    /// The preliminary count, when known.
-    #[schema(required = true)]
-    expected_rows: Option<i64>,
-}
-
-/// Why an export failed (no stack trace).
-#[derive(Serialize, ToSchema)]
-pub struct ExportFailure {
-    message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(required = false)]
-    payload: Option<serde_json::Value>,
-}
-
-/// An export, as the API returns it.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ExportDocument {
-    #[schema(example = "65f0c1a2b3c4d5e6f7a8b9c0")]
-    id: String,
-    campaign_id: String,
-    campaign_name: String,
-    export_type: String,
-    status: ExportStatus,
-    #[schema(required = true)]
-    requester_user_id: Option<String>,
-    #[schema(required = true)]
-    correlation: Option<String>,
-    #[schema(required = true)]
-    date_key: Option<String>,
-    include_all_markets: bool,
-    compression: Compression,
-    date: ExportDates,
-    #[schema(required = true)]
-    key: Option<ExportKey>,
-    /// Rows written, once FINISHED.
-    #[schema(required = true)]
-    count: Option<i64>,
-    /// Presigned GET URL: FINISHED single-object exports in the service's own buckets.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(required = false, nullable = false)]
-    path: Option<String>,
-    progress: ExportProgress,
-    #[schema(required = true)]
-    error: Option<ExportFailure>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(required = false, nullable = false)]
-    meta: Option<HashMap<String, serde_json::Value>>,
-    /// True once a CCPA deletion removed the export's files.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(required = false, nullable = false)]
-    deleted: Option<bool>,
-}
-
-/// The error shape of every 4xx/5xx response.
-#[derive(Serialize, ToSchema)]
-pub struct ErrorBody {
-    error: ErrorDetail,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ErrorDetail {
-    #[schema(minimum = 400, maximum = 599)]
-    status: u16,
-    message: String,
-    /// Extra detail (`field`, `code`, `validTypes`, ...), never PII.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(required = false, nullable = false)]
-    payload: Option<HashMap<String, serde_json::Value>>,
-}
-
 /// POST body. Unknown fields are ignored.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -359,176 +213,6 @@ pub struct CreateExportBody {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(required = false, default = "none")]
     compression: Option<Compression>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct DeletedCount {
-    exports: u64,
-    files: u64,
-}
-
-/// Wave files written back without the user's rows, and those rows.
-#[derive(Serialize, ToSchema)]
-pub struct RewrittenCount {
-    files: u64,
-    rows: u64,
-}
-
-/// CCPA deletion result. A failure (500 `DeleteFailed`) carries
-/// `deletedCount`, `rewritten` and `requestId` of what was done in its
-/// payload; repeating the request completes the rest.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct CcpaDeleted {
-    #[schema(example = "User exports deleted successfully")]
-    message: String,
-    /// Export records marked deleted by this request and their objects
-    /// (zeros on a repeat).
-    deleted_count: DeletedCount,
-    /// Exports of partner types left alone.
-    skipped: u64,
-    /// PENDING/TRIGGERED exports left alone: repeat after they finish.
-    in_flight: u64,
-    /// Wave files rewritten without the user's rows (ours).
-    rewritten: RewrittenCount,
-    /// The audit record of this request (ours): `GET /ccpa/requests`.
-    #[schema(pattern = "^[0-9a-f]{24}$")]
-    request_id: String,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-#[allow(dead_code)] // variants are described, never built
-pub enum CcpaAction {
-    Deleted,
-    Rewritten,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "UPPERCASE")]
-#[allow(dead_code)] // variants are described, never built
-pub enum CcpaStatus {
-    Running,
-    Done,
-    Failed,
-}
-
-/// An object a CCPA request deleted, or rewrote without the user's rows.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct CcpaObject {
-    action: CcpaAction,
-    bucket: String,
-    key: String,
-    campaign_id: String,
-    /// The export whose record names the object (always for a deletion).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(required = false)]
-    export_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(required = false)]
-    export_type: Option<String>,
-    /// Rewritten files: the user's rows left out, and the new object's
-    /// digest and size.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(required = false)]
-    rows_removed: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(required = false)]
-    sha256: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(required = false)]
-    bytes: Option<u64>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct CcpaRequestDates {
-    started: String,
-    /// Null while RUNNING.
-    #[schema(required = true)]
-    finished: Option<String>,
-}
-
-/// The audit record of one CCPA request (`ccpaRequests`). The user id is
-/// kept only as its SHA-256; no file content.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct CcpaRequest {
-    id: String,
-    #[schema(pattern = "^[0-9a-f]{64}$")]
-    user_id_sha256: String,
-    /// `sub` of the caller.
-    requested_by: String,
-    correlation: String,
-    /// RUNNING until the request ends (a request whose process died stays
-    /// RUNNING: its objects list is what it did).
-    status: CcpaStatus,
-    date: CcpaRequestDates,
-    campaigns: Vec<String>,
-    objects: Vec<CcpaObject>,
-    /// Export records this request marked deleted.
-    exports: Vec<String>,
-    deleted_count: DeletedCount,
-    rewritten: RewrittenCount,
-    skipped: u64,
-    in_flight: u64,
-    /// Why a FAILED request stopped short.
-    #[schema(required = true)]
-    error: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Heartbeat {
-    #[schema(example = "OK")]
-    status: String,
-}
-
-/// The cached background MongoDB ping.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct MongoCheck {
-    ok: bool,
-    #[schema(required = true)]
-    error: Option<String>,
-    latency_ms: u64,
-    checked_at: chrono::DateTime<chrono::Utc>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Ready {
-    #[schema(example = "OK")]
-    status: String,
-    mongodb: MongoCheck,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct DevTokenRequest {
-    user_id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(required = false)]
-    campaigns: Option<HashMap<String, Vec<String>>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(required = false)]
-    is_supreme: Option<bool>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct DevToken {
-    token: String,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct DevIdentity {
-    user_id: String,
-    is_supreme: bool,
-    campaigns: HashMap<String, Vec<String>>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct DevOk {
-    ok: bool,
 }
 
 #[cfg(test)]
@@ -599,5 +283,32 @@ mod tests {
             types.as_array().unwrap().len(),
             Registry::new().names().len()
         );
+    }
+
+    /// Schemas are collected from the handlers' bodies: a type reached
+    /// only another way (a query parameter) must be listed by hand, or
+    /// its reference dangles.
+    #[test]
+    fn every_reference_resolves() {
+        fn refs<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+            match v {
+                serde_json::Value::Object(m) => m.iter().for_each(|(k, v)| match v {
+                    serde_json::Value::String(r) if k == "$ref" => out.push(r),
+                    v => refs(v, out),
+                }),
+                serde_json::Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+                _ => {}
+            }
+        }
+        for dev_routes in [true, false] {
+            let doc = doc(dev_routes);
+            let mut found = Vec::new();
+            refs(&doc, &mut found);
+            assert!(found.len() > 20, "{found:?}");
+            for r in found {
+                let name = r.strip_prefix("#/components/schemas/").expect(r);
+                assert!(doc["components"]["schemas"].get(name).is_some(), "{r}");
+            }
+        }
     }
 }

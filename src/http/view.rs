@@ -3,18 +3,20 @@
 //! type (whatever type a legacy record stored it as), dates as RFC 3339
 //! strings, `path` (a presigned URL) on FINISHED single-object exports; no
 //! internal fields (lease, activeKey, upload), and never what the original
-//! stored beside them (the caller's `token`, `error.stack`).
+//! stored beside them (the caller's `token`, `error.stack`). The handlers
+//! return these types and the OpenAPI document describes these types: one
+//! definition for both.
+
+use std::collections::HashMap;
 
 use mongodb::bson::{Bson, DateTime};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::AppState;
 use crate::queue::{ExportRecord, Status};
 use crate::store::iso;
-
-fn date(d: &Option<DateTime>) -> Value {
-    d.map_or(Value::Null, |d| Value::String(iso(d)))
-}
 
 /// BSON as JSON: dates as RFC 3339 strings, the rest as relaxed extended JSON.
 pub fn bson_json(b: &Bson) -> Value {
@@ -28,63 +30,180 @@ pub fn bson_json(b: &Bson) -> Value {
     }
 }
 
-/// The API view of one export. `path` is computed here (presigning is local).
-pub async fn export_json(state: &AppState, rec: &ExportRecord) -> Value {
-    let progress = rec.progress.clone().unwrap_or_default();
-    let mut v = json!({
-        "id": rec.id.to_hex(),
-        "campaignId": rec.campaign_id,
-        "campaignName": rec.campaign_name,
-        "exportType": rec.export_type,
-        "status": rec.status.as_str(),
-        "requesterUserId": rec.requester_user_id,
-        "correlation": rec.correlation,
-        "dateKey": rec.date_key,
-        "includeAllMarkets": rec.include_all_markets,
-        "compression": rec.compression.clone().unwrap_or_else(|| "none".into()),
-        "date": {
-            "created": date(&rec.date.created),
-            "triggered": date(&rec.date.triggered),
-            "finished": date(&rec.date.finished),
-            "failed": date(&rec.date.failed),
-            "expired": date(&rec.date.expired),
-        },
-        "key": rec.key.as_ref().map(bson_json).unwrap_or(Value::Null),
-        "count": rec.count,
-        "progress": {
-            "rowsWritten": progress.rows_written,
-            "bytesWritten": progress.bytes_written,
-            "expectedRows": progress.expected_rows,
-            "resumedFromRow": progress.resumed_from_row,
-        },
-        "error": rec.error.as_ref().map(|e| {
-            let mut err = json!({ "message": e.message });
-            if let Some(p) = e.payload.as_ref().filter(|p| !matches!(p, Bson::Null)) {
-                err["payload"] = bson_json(p);
-            }
-            err
-        }),
-    });
-    // Integrity (ours): a client can check its download.
-    if let (Some(h), Some(n)) = (&rec.sha256, rec.bytes) {
-        v["sha256"] = Value::String(h.clone());
-        v["bytes"] = Value::from(n);
+/// Output compression (single-file types only offer gzip).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)] // described: the document carries the stored name as it is
+pub enum Compression {
+    None,
+    Gzip,
+}
+
+/// The object key, or the keys of a multi-object export.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // described: the document carries the stored value as it is
+pub enum ExportKey {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Lifecycle timestamps, RFC 3339 UTC, null until reached.
+#[derive(Serialize, ToSchema)]
+pub struct ExportDates {
+    #[schema(required = true)]
+    created: Option<String>,
+    #[schema(required = true)]
+    triggered: Option<String>,
+    #[schema(required = true)]
+    finished: Option<String>,
+    #[schema(required = true)]
+    failed: Option<String>,
+    #[schema(required = true)]
+    expired: Option<String>,
+    /// Present on exports removed by a CCPA deletion.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false)]
+    deleted: Option<Option<String>>,
+}
+
+/// Progress of a running export.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExportProgress {
+    rows_written: i64,
+    bytes_written: i64,
+    /// The preliminary count, when known.
+    #[schema(required = true)]
+    expected_rows: Option<i64>,
+    /// Rows this attempt did not read again: it continued from a
+    /// checkpoint holding them (0: from the start).
+    resumed_from_row: i64,
+}
+
+/// Why an export failed (no stack trace).
+#[derive(Serialize, ToSchema)]
+pub struct ExportFailure {
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false)]
+    payload: Option<Value>,
+}
+
+/// An export, as the API returns it.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExportDocument {
+    #[schema(example = "65f0c1a2b3c4d5e6f7a8b9c0")]
+    id: String,
+    campaign_id: String,
+    campaign_name: String,
+    export_type: String,
+    status: Status,
+    #[schema(required = true)]
+    requester_user_id: Option<String>,
+    #[schema(required = true)]
+    correlation: Option<String>,
+    #[schema(required = true)]
+    date_key: Option<String>,
+    include_all_markets: bool,
+    #[schema(value_type = Compression)]
+    compression: String,
+    date: ExportDates,
+    #[schema(value_type = Option<ExportKey>, required = true)]
+    key: Value,
+    /// The preliminary count while TRIGGERED; rows written once FINISHED.
+    #[schema(required = true)]
+    count: Option<i64>,
+    progress: ExportProgress,
+    #[schema(required = true)]
+    error: Option<ExportFailure>,
+    /// Hex SHA-256 of a FINISHED single-object export's bytes (ours).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false, nullable = false, pattern = "^[0-9a-f]{64}$")]
+    sha256: Option<String>,
+    /// Size of a FINISHED single-object export (ours).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false, nullable = false)]
+    bytes: Option<i64>,
+    /// A PENDING export handed back after a retryable failure: when it may
+    /// be claimed again (ours).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false, nullable = false)]
+    retry_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false, nullable = false)]
+    meta: Option<HashMap<String, Value>>,
+    /// True once a CCPA deletion removed the export's files.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false, nullable = false)]
+    deleted: Option<bool>,
+    /// Presigned GET URL: FINISHED single-object exports in the service's own buckets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false, nullable = false)]
+    path: Option<String>,
+}
+
+fn date(d: Option<DateTime>) -> Option<String> {
+    d.map(iso)
+}
+
+impl ExportDocument {
+    /// The API view of one export. `path` is computed here (presigning is
+    /// local).
+    pub async fn of(state: &AppState, rec: &ExportRecord) -> Self {
+        let progress = rec.progress.clone().unwrap_or_default();
+        let d = &rec.date;
+        Self {
+            id: rec.id.to_hex(),
+            campaign_id: rec.campaign_id.clone(),
+            campaign_name: rec.campaign_name.clone(),
+            export_type: rec.export_type.clone(),
+            status: rec.status,
+            requester_user_id: rec.requester_user_id.clone(),
+            correlation: rec.correlation.clone(),
+            date_key: rec.date_key.clone(),
+            include_all_markets: rec.include_all_markets,
+            compression: rec.compression.clone().unwrap_or_else(|| "none".into()),
+            date: ExportDates {
+                created: date(d.created),
+                triggered: date(d.triggered),
+                finished: date(d.finished),
+                failed: date(d.failed),
+                expired: date(d.expired),
+                deleted: rec.deleted.then(|| date(d.deleted)),
+            },
+            key: rec.key.as_ref().map_or(Value::Null, bson_json),
+            count: rec.count,
+            progress: ExportProgress {
+                rows_written: progress.rows_written,
+                bytes_written: progress.bytes_written,
+                expected_rows: progress.expected_rows,
+                resumed_from_row: progress.resumed_from_row,
+            },
+            error: rec.error.as_ref().map(|e| ExportFailure {
+                message: e.message.clone(),
+                payload: e
+                    .payload
+                    .as_ref()
+                    .filter(|p| !matches!(p, Bson::Null))
+                    .map(bson_json),
+            }),
+            // Integrity (ours): a client can check its download.
+            sha256: rec.bytes.and(rec.sha256.clone()),
+            bytes: rec.sha256.as_ref().and(rec.bytes),
+            retry_at: rec
+                .retry_at_ms
+                .filter(|_| rec.status == Status::Pending)
+                .map(|ms| iso(DateTime::from_millis(ms))),
+            meta: rec
+                .meta
+                .as_ref()
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), bson_json(v))).collect()),
+            deleted: rec.deleted.then_some(true),
+            path: signed_path(state, rec).await,
+        }
     }
-    // A handed-back export: when it may be claimed again.
-    if let Some(ms) = rec.retry_at_ms.filter(|_| rec.status == Status::Pending) {
-        v["retryAt"] = Value::String(iso(mongodb::bson::DateTime::from_millis(ms)));
-    }
-    if let Some(meta) = &rec.meta {
-        v["meta"] = bson_json(&Bson::Document(meta.clone()));
-    }
-    if rec.deleted {
-        v["deleted"] = Value::Bool(true);
-        v["date"]["deleted"] = date(&rec.date.deleted);
-    }
-    if let Some(path) = signed_path(state, rec).await {
-        v["path"] = Value::String(path);
-    }
-    v
 }
 
 /// A presigned GET for a FINISHED single-object export in one of the

@@ -24,6 +24,9 @@ pub enum StoreError {
     /// [`reader::READ_INCOMPLETE`] rather than finish short).
     #[error("{0}")]
     Incomplete(String),
+    /// A stored document of ours without the shape this version writes.
+    #[error("a stored document does not decode: {0}")]
+    Decode(#[from] mongodb::bson::de::Error),
 }
 
 /// A MongoDB error described without server-echoed values (a duplicate-key
