@@ -248,7 +248,39 @@ impl Job {
         cid: &str,
         records: &[ExportRecord],
     ) -> Result<(), StoreError> {
-        let mut plan: Vec<(&ExportRecord, Vec<Target>)> = Vec::new();
+        let plan = self.plan(records);
+        let gone = self
+            .delete_objects(plan.iter().flat_map(|(_, ts)| ts))
+            .await;
+        for (rec, targets) in plan {
+            for t in targets.iter().filter(|t| gone.contains(t)) {
+                self.audit.deleted(&audit::Removed {
+                    bucket: &t.bucket,
+                    key: &t.key,
+                    campaign_id: cid,
+                    export_id: rec.id,
+                    export_type: &rec.export_type,
+                });
+            }
+            // Marked only once every object is gone; counted by whoever
+            // marks it: a concurrent repeat of the same request never
+            // counts an export twice.
+            if targets.iter().all(|t| gone.contains(t))
+                && self.d.queue.mark_deleted(&[rec.id]).await? == 1
+            {
+                self.audit.marked(rec.id);
+                self.outcome.deleted_count.exports += 1;
+                self.outcome.deleted_count.files += targets.len() as u64;
+            }
+        }
+        Ok(())
+    }
+
+    /// The records whose objects this request deletes, with those objects;
+    /// the others are counted as skipped or in flight (or left to the wave
+    /// rewrite).
+    fn plan<'r>(&mut self, records: &'r [ExportRecord]) -> Vec<(&'r ExportRecord, Vec<Target>)> {
+        let mut plan = Vec::new();
         for rec in records.iter().filter(|r| !r.deleted) {
             let files = self.d.registry.ccpa_files(&rec.export_type);
             if files == CcpaFiles::Keep {
@@ -265,11 +297,17 @@ impl Job {
                 }
             }
         }
+        plan
+    }
+
+    /// Delete the objects, one batch per bucket: the ones now gone (a
+    /// refusal or a failed batch is recorded in `failures`).
+    async fn delete_objects(&mut self, targets: impl Iterator<Item = &Target>) -> HashSet<Target> {
         let mut by_bucket: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-        for t in plan.iter().flat_map(|(_, ts)| ts) {
+        for t in targets {
             by_bucket.entry(&t.bucket).or_default().push(t.key.clone());
         }
-        let mut gone: HashSet<Target> = HashSet::new();
+        let mut gone = HashSet::new();
         for (bucket, keys) in by_bucket {
             match self.d.sinks.delete_keys(bucket, &keys).await {
                 Ok(refused) => {
@@ -297,27 +335,7 @@ impl Job {
                 }
             }
         }
-        for (rec, targets) in plan {
-            for t in targets.iter().filter(|t| gone.contains(t)) {
-                self.audit.deleted(&audit::Removed {
-                    bucket: &t.bucket,
-                    key: &t.key,
-                    campaign_id: cid,
-                    export_id: rec.id,
-                    export_type: &rec.export_type,
-                });
-            }
-            // Counted by whoever marks it: a concurrent repeat of the same
-            // request never counts an export twice.
-            if targets.iter().all(|t| gone.contains(t))
-                && self.d.queue.mark_deleted(&[rec.id]).await? == 1
-            {
-                self.audit.marked(rec.id);
-                self.outcome.deleted_count.exports += 1;
-                self.outcome.deleted_count.files += targets.len() as u64;
-            }
-        }
-        Ok(())
+        gone
     }
 
     /// Every object the export wrote, from its record: its key(s) in its

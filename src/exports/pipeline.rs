@@ -145,51 +145,17 @@ async fn run_csv(
     ledger: &mut Ledger<'_>,
     out: &Out<'_>,
 ) -> Result<Produced, ExportError> {
-    let Out {
-        fmt,
-        dest,
-        gzip,
-        ref parts,
-    } = *out;
     let spec = ObjectSpec {
-        key: ty.key(parts),
-        content_type: fmt.content_type(gzip),
+        key: ty.key(&out.parts),
+        content_type: out.fmt.content_type(out.gzip),
     };
-    let rows_counter = ledger.progress.rows.clone();
-    let mut out = match ledger.open_parts(dest, &spec).await? {
-        Some((writer, resume, stop)) => CsvOut::parted(
-            Box::new(writer),
-            gzip,
-            fmt.delimiter,
-            rows_counter,
-            stop,
-            resume,
-        ),
-        None => {
-            let w = ledger.open(dest, &spec, true).await?;
-            CsvOut::with_progress(maybe_gzip(w, gzip), fmt.delimiter, rows_counter)
-        }
-    };
-    let mut meta = body.write(src, &mut out).await?;
-    let rows = out.finish().await?;
+    let mut csv = open_csv(ledger, out, &spec).await?;
+    let mut meta = body.write(src, &mut csv).await?;
+    let rows = csv.finish().await?;
     let main = ledger.commit(false).await?;
     if ty.publish_to_tmol() && ledger.outputs.configured(DestKind::Tmol) {
-        let published = match publish_tmol(ledger, &main, src, ty.name(), gzip).await {
-            Ok(p) => p,
-            Err(e) => {
-                let cause = ledger.abort_open().await;
-                return Err(publish_failed(cause_of(e, cause), main));
-            }
-        };
-        meta.insert(
-            "published",
-            vec![Bson::Document(doc! {
-                "bucket": published.bucket.clone().unwrap_or_default(),
-                "key": published.key,
-                "sha256": published.sha256,
-                "bytes": published.bytes as i64,
-            })],
-        );
+        let published = tmol_copy(ledger, &main, src, ty.name(), out.gzip).await?;
+        meta.insert("published", vec![Bson::Document(published)]);
     }
     Ok(Produced {
         key: Bson::String(main.key),
@@ -198,6 +164,54 @@ async fn run_csv(
         sha256: Some(main.sha256),
         meta,
     })
+}
+
+/// The CSV writer of the object: in parts that can continue a checkpoint
+/// where the outputs offer them, else one stream.
+async fn open_csv(
+    ledger: &mut Ledger<'_>,
+    out: &Out<'_>,
+    spec: &ObjectSpec,
+) -> Result<CsvOut, ExportError> {
+    let rows = ledger.progress.rows.clone();
+    Ok(match ledger.open_parts(out.dest, spec).await? {
+        Some((writer, resume, stop)) => CsvOut::parted(
+            Box::new(writer),
+            out.gzip,
+            out.fmt.delimiter,
+            rows,
+            stop,
+            resume,
+        ),
+        None => {
+            let w = ledger.open(out.dest, spec, true).await?;
+            CsvOut::with_progress(maybe_gzip(w, out.gzip), out.fmt.delimiter, rows)
+        }
+    })
+}
+
+/// The TMOL copy of the committed main object, as `meta.published`
+/// records it. A copy that fails is aborted and fails the export as
+/// `Published`, naming the main object (complete and kept).
+async fn tmol_copy(
+    ledger: &mut Ledger<'_>,
+    main: &Uploaded,
+    src: &Source,
+    export_type: &str,
+    gzip: bool,
+) -> Result<Document, ExportError> {
+    match publish_tmol(ledger, main, src, export_type, gzip).await {
+        Ok(copy) => Ok(doc! {
+            "bucket": copy.bucket.unwrap_or_default(),
+            "key": copy.key,
+            "sha256": copy.sha256,
+            "bytes": copy.bytes as i64,
+        }),
+        Err(e) => {
+            let cause = ledger.abort_open().await;
+            Err(publish_failed(cause_of(e, cause), main.clone()))
+        }
+    }
 }
 
 /// One ZIP object of CSV entries.
