@@ -275,68 +275,109 @@ impl Worker {
             let _permit = permit;
             let m = &self.metrics;
             let _in_flight = InFlight::start(&m.in_flight);
-            m.exports_started.with_label_values(&[rec.export_type.as_str()]).inc();
+            m.exports_started
+                .with_label_values(&[rec.export_type.as_str()])
+                .inc();
             tracing::info!("export started");
             let t0 = Instant::now();
             // A panic in an export's code fails that export, never the
             // process (spec: exports.md, Failures).
             let progress = Progress::default();
-            let outcome = match std::panic::AssertUnwindSafe(self.execute(&rec, &shutdown, &progress))
-                .catch_unwind()
-                .await
-            {
-                Ok(r) => r,
-                Err(p) => Err(ExportError::Panicked(panic_message(p.as_ref()))),
-            };
-            let (id, owner) = (rec.id, self.owner.as_str());
-            let ty = rec.export_type.as_str();
+            let outcome =
+                match std::panic::AssertUnwindSafe(self.execute(&rec, &shutdown, &progress))
+                    .catch_unwind()
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(p) => Err(ExportError::Panicked(panic_message(p.as_ref()))),
+                };
             // A resumable run that stopped at a checkpoint leaves its upload
             // for the next attempt.
             let kept = progress.kept_upload.load(Ordering::Relaxed);
-            match outcome {
-                Ok(done) => {
-                    m.exports.with_label_values(&[ty, Status::Finished.as_str()]).inc();
-                    m.rows_written.with_label_values(&[ty]).inc_by(done.rows);
-                    m.bytes_written.with_label_values(&[ty]).inc_by(done.bytes);
-                    m.export_duration.with_label_values(&[ty]).observe(t0.elapsed().as_secs_f64());
-                    tracing::info!(rows = done.rows, bytes = done.bytes, duration = t0.elapsed().as_millis() as u64, "export finished");
-                }
-                Err(ExportError::LeaseLost) => {
-                    tracing::warn!("lease lost: the export expired, was cancelled, or another worker owns it now");
-                }
-                Err(ExportError::Drained) => {
-                    let r = self.queue.release(id, owner, false, kept).await;
-                    tracing::info!(released = r.unwrap_or(false), at_checkpoint = kept, "export handed back to the queue on shutdown");
-                }
-                Err(e) if e.retryable() && (rec.attempts as u32) < self.settings.max_attempts => {
-                    let wait = backoff(self.settings.retry_backoff, rec.attempts.max(1) as u32);
-                    let at = crate::queue::now_ms() + wait.as_millis() as i64;
-                    let mut payload = e.payload();
-                    payload.insert("attempts", rec.attempts);
-                    let r = self.queue.retry_later(id, owner, at, &e.to_string(), payload, kept).await;
-                    tracing::warn!(error = %e, released = r.unwrap_or(false), retry_in_secs = wait.as_secs(), "export attempt failed; it will be retried");
-                }
-                Err(e) => {
-                    let (message, mut payload) = (e.to_string(), e.payload());
-                    if !matches!(e, ExportError::Data { .. }) {
-                        payload.insert("attempts", rec.attempts);
-                    }
-                    // A failed TMOL publish leaves the export's own object:
-                    // recorded as its key.
-                    let key = match &e {
-                        ExportError::Published { main, .. } => Some(Bson::String(main.key.clone())),
-                        _ => None,
-                    };
-                    if let Err(db) = self.queue.fail(id, owner, &message, Some(Bson::Document(payload)), key).await {
-                        tracing::error!(error = %db, "could not mark the export FAILED; its lease will lapse and the sweep will");
-                    }
-                    m.exports.with_label_values(&[ty, Status::Failed.as_str()]).inc();
-                    tracing::error!(error = %e, "export failed");
-                }
-            }
+            self.conclude(&rec, outcome, kept, t0).await;
         }
         .instrument(span)
         .await
+    }
+
+    /// Record how the attempt ended: the metrics, and the record's next
+    /// status (FINISHED was written by the attempt itself; handed back,
+    /// retried later, or FAILED with its reason).
+    async fn conclude(
+        &self,
+        rec: &ExportRecord,
+        outcome: Result<Done, ExportError>,
+        kept: bool,
+        t0: Instant,
+    ) {
+        let m = &self.metrics;
+        let (id, owner) = (rec.id, self.owner.as_str());
+        let ty = rec.export_type.as_str();
+        match outcome {
+            Ok(done) => {
+                m.exports
+                    .with_label_values(&[ty, Status::Finished.as_str()])
+                    .inc();
+                m.rows_written.with_label_values(&[ty]).inc_by(done.rows);
+                m.bytes_written.with_label_values(&[ty]).inc_by(done.bytes);
+                m.export_duration
+                    .with_label_values(&[ty])
+                    .observe(t0.elapsed().as_secs_f64());
+                tracing::info!(
+                    rows = done.rows,
+                    bytes = done.bytes,
+                    duration = t0.elapsed().as_millis() as u64,
+                    "export finished"
+                );
+            }
+            Err(ExportError::LeaseLost) => {
+                tracing::warn!(
+                    "lease lost: the export expired, was cancelled, or another worker owns it now"
+                );
+            }
+            Err(ExportError::Drained) => {
+                let r = self.queue.release(id, owner, false, kept).await;
+                tracing::info!(
+                    released = r.unwrap_or(false),
+                    at_checkpoint = kept,
+                    "export handed back to the queue on shutdown"
+                );
+            }
+            Err(e) if e.retryable() && (rec.attempts as u32) < self.settings.max_attempts => {
+                let wait = backoff(self.settings.retry_backoff, rec.attempts.max(1) as u32);
+                let at = crate::queue::now_ms() + wait.as_millis() as i64;
+                let mut payload = e.payload();
+                payload.insert("attempts", rec.attempts);
+                let r = self
+                    .queue
+                    .retry_later(id, owner, at, &e.to_string(), payload, kept)
+                    .await;
+                tracing::warn!(error = %e, released = r.unwrap_or(false), retry_in_secs = wait.as_secs(), "export attempt failed; it will be retried");
+            }
+            Err(e) => {
+                let (message, mut payload) = (e.to_string(), e.payload());
+                if !matches!(e, ExportError::Data { .. }) {
+                    payload.insert("attempts", rec.attempts);
+                }
+                // A failed TMOL publish leaves the export's own object:
+                // recorded as its key.
+                let key = match &e {
+                    ExportError::Published { main, .. } => Some(Bson::String(main.key.clone())),
+                    _ => None,
+                };
+                if let Err(db) = self
+                    .queue
+                    .fail(id, owner, &message, Some(Bson::Document(payload)), key)
+                    .await
+                {
+                    tracing::error!(error = %db, "could not mark the export FAILED; its lease will lapse and the sweep will");
+                }
+                m.exports
+                    .with_label_values(&[ty, Status::Failed.as_str()])
+                    .inc();
+                tracing::error!(error = %e, "export failed");
+            }
+        }
     }
 
     async fn execute(

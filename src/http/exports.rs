@@ -69,11 +69,7 @@ fn parse_create(state: &AppState, v: &Value) -> Result<CreateBody, ApiError> {
     let obj = v
         .as_object()
         .ok_or_else(|| ApiError::bad_request("body must be a JSON object"))?;
-    let valid = state.registry.names();
-    let invalid_type = |msg: &str| {
-        ApiError::coded(StatusCode::BAD_REQUEST, Code::InvalidExportType, msg)
-            .with_payload(json!({ "field": "exportType", "validTypes": valid }))
-    };
+    let invalid_type = |msg: &str| invalid_export_type(&state.registry, msg);
     let (export_type, ty) = match obj.get("exportType") {
         None | Some(Value::Null) => return Err(invalid_type("exportType is required")),
         Some(Value::String(s)) if state.registry.get(s).is_some() => {
@@ -362,26 +358,38 @@ const MAX_PAGE: u64 = 1_000_000;
 fn parse_list(registry: &Registry, q: &HashMap<String, String>) -> Result<ListQuery, ApiError> {
     // Unknown parameters are ignored (as unknown body fields are), but
     // operator-looking ones (`exportType[$ne]=x`) are refused outright.
-    for k in q.keys() {
-        if k.contains(['[', ']', '$']) {
-            return Err(ApiError::bad_request(format!(
-                "query parameter {} is not accepted",
-                truncate(k)
-            )));
-        }
+    if let Some(k) = q.keys().find(|k| k.contains(['[', ']', '$'])) {
+        return Err(ApiError::bad_request(format!(
+            "query parameter {} is not accepted",
+            truncate(k)
+        )));
     }
     let export_type = match q.get("exportType") {
         None => None,
         Some(t) if registry.get(t).is_some() => Some(t.clone()),
         Some(_) => {
-            return Err(ApiError::coded(
-                StatusCode::BAD_REQUEST,
-                Code::InvalidExportType,
+            return Err(invalid_export_type(
+                registry,
                 "exportType is not a valid export type",
-            )
-            .with_payload(json!({ "field": "exportType", "validTypes": registry.names() })))
+            ))
         }
     };
+    // In this order, as before: a request with several bad parameters
+    // hears of the same one.
+    let sort_field = sort_field(q)?;
+    let ascending = ascending(q)?;
+    let limit = whole(q, "limit", 20, 100)?;
+    Ok(ListQuery {
+        export_type,
+        sort_field,
+        ascending,
+        page: page(q, limit)?,
+        limit,
+    })
+}
+
+/// `sort`, or the original's `sortBy`.
+fn sort_field(q: &HashMap<String, String>) -> Result<&'static str, ApiError> {
     let mut sorts = Vec::new();
     for name in ["sort", "sortBy"] {
         if let Some(s) = q.get(name) {
@@ -396,7 +404,12 @@ fn parse_list(registry: &Registry, q: &HashMap<String, String>) -> Result<ListQu
             sorts.push((name, *f));
         }
     }
-    let sort_field = agree(sorts)?.unwrap_or(SORT_FIELDS[0]);
+    Ok(agree(sorts)?.unwrap_or(SORT_FIELDS[0]))
+}
+
+/// `sortOrder`, or the original's `sortDir` / `sortDesc`; descending by
+/// default.
+fn ascending(q: &HashMap<String, String>) -> Result<bool, ApiError> {
     let mut orders = Vec::new();
     for name in ["sortOrder", "sortDir"] {
         match q.get(name).map(String::as_str) {
@@ -417,23 +430,14 @@ fn parse_list(registry: &Registry, q: &HashMap<String, String>) -> Result<ListQu
             ))
         }
     }
-    let ascending = agree(orders)?.unwrap_or(false);
-    let int = |name: &str, default: u64, max: u64| -> Result<u64, ApiError> {
-        match q.get(name) {
-            None => Ok(default),
-            Some(s) => s
-                .parse::<u64>()
-                .ok()
-                .filter(|n| (1..=max).contains(n))
-                .ok_or_else(|| {
-                    ApiError::field(name, format!("{name} must be an integer from 1 to {max}"))
-                }),
-        }
-    };
-    let limit = int("limit", 20, 100)?;
+    Ok(agree(orders)?.unwrap_or(false))
+}
+
+/// `page`, or the original's `offset` (a multiple of `limit`).
+fn page(q: &HashMap<String, String>, limit: u64) -> Result<u64, ApiError> {
     let mut pages = Vec::new();
     if q.contains_key("page") {
-        pages.push(("page", int("page", 1, MAX_PAGE)?));
+        pages.push(("page", whole(q, "page", 1, MAX_PAGE)?));
     }
     if let Some(s) = q.get("offset") {
         let bad = || {
@@ -452,13 +456,27 @@ fn parse_list(registry: &Registry, q: &HashMap<String, String>) -> Result<ListQu
         }
         pages.push(("offset", page));
     }
-    Ok(ListQuery {
-        export_type,
-        sort_field,
-        ascending,
-        page: agree(pages)?.unwrap_or(1),
-        limit,
-    })
+    Ok(agree(pages)?.unwrap_or(1))
+}
+
+/// A whole number from 1 to `max`, `default` when absent.
+fn whole(q: &HashMap<String, String>, name: &str, default: u64, max: u64) -> Result<u64, ApiError> {
+    match q.get(name) {
+        None => Ok(default),
+        Some(s) => s
+            .parse::<u64>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| {
+                ApiError::field(name, format!("{name} must be an integer from 1 to {max}"))
+            }),
+    }
+}
+
+/// 400 `InvalidExportType`, naming the valid ones.
+fn invalid_export_type(registry: &Registry, message: &str) -> ApiError {
+    ApiError::coded(StatusCode::BAD_REQUEST, Code::InvalidExportType, message)
+        .with_payload(json!({ "field": "exportType", "validTypes": registry.names() }))
 }
 
 /// The one value several names of a setting give, if any; a 400 naming
