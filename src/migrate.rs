@@ -257,23 +257,12 @@ enum Step {
 
 /// Write one planned change (or, dry, count it) and report it.
 async fn apply(queue: &Queue, step: Step, report: &mut Report) {
-    let id = step_id(&step);
-    let result = match &step {
-        _ if report.dry_run => Ok(Adopted::Done),
-        Step::Adopt(a) => {
-            queue
-                .adopt_legacy(
-                    a.id,
-                    a.status,
-                    a.key.as_deref(),
-                    a.lapse_lease,
-                    a.set_attempts,
-                )
-                .await
-        }
-        Step::Release { id, status, key } => queue.release_stale_key(*id, *status, key).await,
+    let result = if report.dry_run {
+        Ok(Adopted::Done)
+    } else {
+        write(queue, &step).await
     };
-    let id = id.to_hex();
+    let id = step_id(&step).to_hex();
     let (set, drop) = if report.dry_run {
         ("would set", "would drop")
     } else {
@@ -335,6 +324,25 @@ async fn apply(queue: &Queue, step: Step, report: &mut Report) {
             report.failed += 1;
             report.line("failed", &id, e);
         }
+    }
+}
+
+/// One planned change, written only where the record is still as it was
+/// read.
+async fn write(queue: &Queue, step: &Step) -> Result<Adopted, StoreError> {
+    match step {
+        Step::Adopt(a) => {
+            queue
+                .adopt_legacy(
+                    a.id,
+                    a.status,
+                    a.key.as_deref(),
+                    a.lapse_lease,
+                    a.set_attempts,
+                )
+                .await
+        }
+        Step::Release { id, status, key } => queue.release_stale_key(*id, *status, key).await,
     }
 }
 

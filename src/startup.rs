@@ -47,6 +47,31 @@ pub struct Application {
     lifecycle: Option<Watcher>,
 }
 
+/// The token checker: the configured key; a worker, which serves no
+/// authenticated route, may run without one.
+fn auth(cfg: &Config, role: Role) -> anyhow::Result<Arc<Auth>> {
+    Ok(Arc::new(match (&cfg.jwt, role) {
+        (Some(k), _) => Auth::new(k)?,
+        (None, Role::Worker) => Auth::new(&crate::config::JwtKey::Secret(
+            uuid::Uuid::new_v4().to_string().into(),
+        ))?,
+        (None, Role::Serve) => {
+            anyhow::bail!("JWT_SECRET: JWT_SECRET or JWT_PUBLIC_KEY is required for serve")
+        }
+    }))
+}
+
+/// This worker's lease owner name: host, process and a random suffix (a
+/// restarted process with the same pid is another owner).
+fn owner() -> String {
+    format!(
+        "{}-{}-{}",
+        hostname(),
+        std::process::id(),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
 impl Application {
     pub async fn build(cfg: &Config, role: Role) -> anyhow::Result<Self> {
         Self::build_with(cfg, role, Hooks::default()).await
@@ -67,18 +92,7 @@ impl Application {
         let queue = Queue::new(store.clone());
         let registry = Registry::new();
         metrics.preinit(&registry.names(), &Status::FINAL.map(Status::as_str));
-        let auth = match (&cfg.jwt, role) {
-            (Some(k), _) => Arc::new(Auth::new(k)?),
-            (None, Role::Worker) => {
-                // The worker serves no authenticated route; any key will do.
-                Arc::new(Auth::new(&crate::config::JwtKey::Secret(
-                    uuid::Uuid::new_v4().to_string().into(),
-                ))?)
-            }
-            (None, Role::Serve) => {
-                anyhow::bail!("JWT_SECRET: JWT_SECRET or JWT_PUBLIC_KEY is required for serve")
-            }
-        };
+        let auth = auth(cfg, role)?;
         let state = AppState {
             store: store.clone(),
             queue: queue.clone(),
@@ -114,12 +128,7 @@ impl Application {
                 sinks,
                 metrics,
                 settings: WorkerSettings::from_config(cfg),
-                owner: format!(
-                    "{}-{}-{}",
-                    hostname(),
-                    std::process::id(),
-                    &uuid::Uuid::new_v4().simple().to_string()[..8]
-                ),
+                owner: owner(),
                 hooks,
             })
         });
