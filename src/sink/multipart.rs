@@ -371,6 +371,14 @@ impl Parts {
         }
     }
 
+    /// The full buffer, swapped for an empty one. The part in flight is
+    /// waited for first: its buffer is the next one.
+    async fn swap(&mut self, buf: &mut BytesMut, part_size: usize) -> Result<Bytes, SinkError> {
+        self.settle().await?;
+        let next = self.buffer(part_size);
+        Ok(std::mem::replace(buf, next).freeze())
+    }
+
     /// Start uploading `data` as the next part (after the previous one is
     /// done: one part in flight bounds memory); then, for a marked part,
     /// write its checkpoint.
@@ -504,16 +512,11 @@ async fn run(
                     buf.extend_from_slice(&d);
                 }
                 Some(Chunk::Split) => {
-                    // Wait for the part in flight first: its buffer is the next one.
-                    parts.settle().await?;
-                    let next = parts.buffer(part_size);
-                    let full = std::mem::replace(&mut buf, next);
-                    parts.send(full.freeze(), None).await?;
+                    let full = parts.swap(&mut buf, part_size).await?;
+                    parts.send(full, None).await?;
                 }
                 Some(Chunk::Cut { rows, position }) => {
-                    parts.settle().await?;
-                    let next = parts.buffer(part_size);
-                    let full = std::mem::replace(&mut buf, next);
+                    let full = parts.swap(&mut buf, part_size).await?;
                     let cp = Checkpoint {
                         part_number: 0,
                         rows: rows as i64,
@@ -525,7 +528,7 @@ async fn run(
                         },
                         parts: Vec::new(),
                     };
-                    parts.send(full.freeze(), Some(cp)).await?;
+                    parts.send(full, Some(cp)).await?;
                 }
                 None => break,
             }
