@@ -280,13 +280,10 @@ pub async fn requests_of(store: &Store, user_id_sha256: &str) -> Result<Vec<Reco
     let filter = doc! { "userIdSha256": user_id_sha256 };
     let mut reader = Reader::new(store, COLLECTION, filter, "_id");
     let mut out = Vec::new();
-    loop {
-        let batch = reader.next_batch().await?;
-        if batch.is_empty() {
-            return Ok(out);
-        }
+    while let Some(batch) = reader.next_batch().await? {
         for d in &batch {
             out.push(mongodb::bson::from_slice(d.as_bytes())?);
         }
     }
+    Ok(out)
 }

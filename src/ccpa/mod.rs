@@ -515,13 +515,10 @@ impl Job {
         let mut reader =
             Reader::new(&self.d.store, coll, filter, "_id").projection(doc! { field: 1 });
         let mut out = Vec::new();
-        loop {
-            let batch = reader.next_batch().await?;
-            if batch.is_empty() {
-                return Ok(out);
-            }
+        while let Some(batch) = reader.next_batch().await? {
             out.extend(batch.iter().map(|d| text_at(d, &[field]).into_owned()));
         }
+        Ok(out)
     }
 }
 

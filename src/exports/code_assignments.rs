@@ -60,12 +60,8 @@ impl CsvBody for CodeAssignments {
         out.header(&COLUMNS).await?;
         let markets = Markets::new(&src.markets);
         let mut reader = codes_reader(src, codes_filter(&src.campaign.id, assigned()))
-            .resume(out.resume_from().unwrap_or(&mongodb::bson::Bson::Null))?;
-        loop {
-            let batch = reader.next_batch().await?;
-            if batch.is_empty() {
-                return Ok(Meta::new());
-            }
+            .resume(out.resume_from())?;
+        while let Some(batch) = reader.next_batch().await? {
             let ids: Vec<String> = batch
                 .iter()
                 .map(|c| text_at(c, &["assignedTo"]).into_owned())
@@ -95,5 +91,6 @@ impl CsvBody for CodeAssignments {
             }
             out.boundary(|| reader.position()).await?;
         }
+        Ok(Meta::new())
     }
 }

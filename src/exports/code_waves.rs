@@ -102,13 +102,8 @@ impl ExportType for CodeWaves {
 impl CsvBody for CodeWaves {
     async fn write(&self, src: &Source, out: &mut CsvOut) -> Result<Meta, ExportError> {
         out.header(&COLUMNS).await?;
-        let mut reader =
-            codes_reader(src, wave_filter(src)).resume(out.resume_from().unwrap_or(&Bson::Null))?;
-        loop {
-            let batch = reader.next_batch().await?;
-            if batch.is_empty() {
-                return Ok(Meta::new());
-            }
+        let mut reader = codes_reader(src, wave_filter(src)).resume(out.resume_from())?;
+        while let Some(batch) = reader.next_batch().await? {
             let ids: Vec<String> = batch
                 .iter()
                 .map(|c| text_at(c, &["assignedTo"]).into_owned())
@@ -150,5 +145,6 @@ impl CsvBody for CodeWaves {
             }
             out.boundary(|| reader.position()).await?;
         }
+        Ok(Meta::new())
     }
 }

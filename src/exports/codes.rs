@@ -3,7 +3,7 @@
 //! `.csv`, EXPORTS_BUCKET, then published to TMOL_BUCKET when configured.
 
 use async_trait::async_trait;
-use mongodb::bson::{doc, Bson, Document};
+use mongodb::bson::{doc, Document};
 
 use super::raw::text_at;
 use super::{Body, CsvBody, ExportError, ExportType, FileFormat, Meta, Source};
@@ -63,13 +63,9 @@ impl ExportType for Codes {
 impl CsvBody for Codes {
     async fn write(&self, src: &Source, out: &mut CsvOut) -> Result<Meta, ExportError> {
         out.header(&COLUMNS).await?;
-        let mut reader = codes_reader(src, codes_filter(&src.campaign.id, doc! {}))
-            .resume(out.resume_from().unwrap_or(&Bson::Null))?;
-        loop {
-            let batch = reader.next_batch().await?;
-            if batch.is_empty() {
-                return Ok(Meta::new());
-            }
+        let mut reader =
+            codes_reader(src, codes_filter(&src.campaign.id, doc! {})).resume(out.resume_from())?;
+        while let Some(batch) = reader.next_batch().await? {
             for c in &batch {
                 out.row(&[
                     text_at(c, &["code"]),
@@ -81,5 +77,6 @@ impl CsvBody for Codes {
             }
             out.boundary(|| reader.position()).await?;
         }
+        Ok(Meta::new())
     }
 }

@@ -185,7 +185,7 @@ impl<'s> EntryReader<'s> {
         if let Some(m) = self.src.markets.get(self.market).filter(|m| m.id == market) {
             let filter = Self::filter(&self.src.campaign.id, &m.id, &self.extra);
             let reader = Reader::new(&self.src.store, "entries", filter, ENTRY_KEY);
-            self.reader = Some(reader.resume(p.get("in").unwrap_or(&Bson::Null))?);
+            self.reader = Some(reader.resume(p.get("in"))?);
         }
         Ok(())
     }
@@ -199,12 +199,11 @@ impl<'s> EntryReader<'s> {
                 let filter = Self::filter(&self.src.campaign.id, &m.id, &self.extra);
                 Reader::new(&self.src.store, "entries", filter, ENTRY_KEY)
             });
-            let entries = reader.next_batch().await?;
-            if entries.is_empty() {
+            let Some(entries) = reader.next_batch().await? else {
                 self.reader = None;
                 self.market += 1;
                 continue;
-            }
+            };
             let items = join_users(&self.src.store, entries).await?;
             return Ok(Some(Batch {
                 market: self.market,

@@ -105,13 +105,9 @@ impl CsvBody for Fanlist {
             doc! { "_id.campaign_id": id_match(&src.campaign.id) },
             ENTRY_KEY,
         )
-        .resume(out.resume_from().unwrap_or(&mongodb::bson::Bson::Null))?;
+        .resume(out.resume_from())?;
         let mut group: Option<Group> = None;
-        loop {
-            let entries = reader.next_batch().await?;
-            if entries.is_empty() {
-                break;
-            }
+        while let Some(entries) = reader.next_batch().await? {
             for j in join_users(&src.store, entries).await? {
                 let id = text_at(&j.entry, &["_id", "user_id"]).into_owned();
                 match &mut group {

@@ -98,17 +98,14 @@ impl ScoringReader {
 
     /// Continue after `position`, when there is one (a continued export).
     pub fn resume(mut self, position: Option<&mongodb::bson::Bson>) -> Result<Self, StoreError> {
-        if let Some(p) = position {
-            self.reader = self.reader.resume(p)?;
-        }
+        self.reader = self.reader.resume(position)?;
         Ok(self)
     }
 
     pub async fn next_batch(&mut self) -> Result<Option<Vec<Scored>>, StoreError> {
-        let docs = self.reader.next_batch().await?;
-        if docs.is_empty() {
+        let Some(docs) = self.reader.next_batch().await? else {
             return Ok(None);
-        }
+        };
         if !self.join {
             return Ok(Some(
                 docs.into_iter()

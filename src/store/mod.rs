@@ -285,16 +285,7 @@ impl Store {
         let mut reader =
             Reader::new(self, "entries", filter, "_id.campaign_id").projection(doc! { "_id": 1 });
         let mut ids: Vec<String> = Vec::new();
-        loop {
-            let batch = reader.next_batch().await?;
-            if batch.is_empty() {
-                // A campaign id stored both as a string and as an ObjectId
-                // reads the same here.
-                ids.retain(|i| !i.is_empty());
-                ids.sort();
-                ids.dedup();
-                return Ok(ids);
-            }
+        while let Some(batch) = reader.next_batch().await? {
             for d in &batch {
                 let id = d
                     .get_document("_id")
@@ -304,6 +295,12 @@ impl Store {
                 ids.push(id);
             }
         }
+        // A campaign id stored both as a string and as an ObjectId reads
+        // the same here.
+        ids.retain(|i| !i.is_empty());
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
     }
 
     /// The campaign's markets, ordered by `_id` (a stable export order),
@@ -317,13 +314,10 @@ impl Store {
             "_id",
         );
         let mut markets = Vec::new();
-        loop {
-            let batch = reader.next_batch().await?;
-            if batch.is_empty() {
-                return Ok(markets);
-            }
+        while let Some(batch) = reader.next_batch().await? {
             markets.extend(batch.iter().map(|d| Market::from_doc(&lossy_document(d))));
         }
+        Ok(markets)
     }
 }
 

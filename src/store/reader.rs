@@ -148,13 +148,13 @@ impl Reader {
         })
     }
 
-    /// Continue after `position` (from [`Reader::position`]; `Null`: from
-    /// the start). Later key types are checked at the end, as after any
+    /// Continue after `position` (from [`Reader::position`]; none or
+    /// `Null`: from the start). Later key types are checked at the end, as after any
     /// resume.
-    pub fn resume(mut self, position: &Bson) -> Result<Self, StoreError> {
+    pub fn resume(mut self, position: Option<&Bson>) -> Result<Self, StoreError> {
         let bytes = match position {
-            Bson::Null => return Ok(self),
-            Bson::Binary(b) => b.bytes.clone(),
+            None | Some(Bson::Null) => return Ok(self),
+            Some(Bson::Binary(b)) => b.bytes.clone(),
             _ => {
                 return Err(StoreError::incomplete(
                     "a reader position of an unknown form",
@@ -188,9 +188,15 @@ impl Reader {
         Ok(self)
     }
 
-    /// The next documents (at most [`BATCH`]); empty only at the confirmed
-    /// end of the stream.
-    pub async fn next_batch(&mut self) -> Result<Vec<RawDocumentBuf>, StoreError> {
+    /// The next documents (at most [`BATCH`], never none); `None` at the
+    /// confirmed end of the stream.
+    pub async fn next_batch(&mut self) -> Result<Option<Vec<RawDocumentBuf>>, StoreError> {
+        let out = self.fill().await?;
+        Ok((!out.is_empty()).then_some(out))
+    }
+
+    /// Up to [`BATCH`] documents; empty only at the confirmed end.
+    async fn fill(&mut self) -> Result<Vec<RawDocumentBuf>, StoreError> {
         let mut out = Vec::with_capacity(BATCH);
         // Index in `out` where the open cursor's documents begin.
         let mut base = 0;

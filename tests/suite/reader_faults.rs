@@ -14,13 +14,10 @@ use crate::common::{insert, standins, unique};
 
 async fn read_all(reader: &mut Reader) -> Vec<RawDocumentBuf> {
     let mut all = Vec::new();
-    loop {
-        let batch = reader.next_batch().await.expect("read");
-        if batch.is_empty() {
-            return all;
-        }
+    while let Some(batch) = reader.next_batch().await.expect("read") {
         all.extend(batch);
     }
+    all
 }
 
 /// A proxy with `plan` and a store through it, on a fresh database.
