@@ -7,8 +7,6 @@
 //! return these types and the OpenAPI document describes these types: one
 //! definition for both.
 
-use std::collections::HashMap;
-
 use mongodb::bson::{Bson, DateTime};
 use serde::Serialize;
 use serde_json::Value;
@@ -131,9 +129,11 @@ pub struct ExportDocument {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(required = false, nullable = false)]
     retry_at: Option<String>,
+    /// In the stored order of its keys (a map of its own would shuffle
+    /// them from one response to the next).
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(required = false, nullable = false)]
-    meta: Option<HashMap<String, Value>>,
+    #[schema(required = false, nullable = false, value_type = Option<HashMap<String, Value>>)]
+    meta: Option<serde_json::Map<String, Value>>,
     /// True once a CCPA deletion removed the export's files.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(required = false, nullable = false)]
