@@ -121,6 +121,13 @@ pub struct Record {
     pub error: Option<String>,
 }
 
+/// Stored as its name, the one `Record` decodes.
+impl From<RequestStatus> for Bson {
+    fn from(s: RequestStatus) -> Self {
+        mongodb::bson::to_bson(&s).expect("a unit variant serializes as its name")
+    }
+}
+
 fn hex<S: Serializer>(id: &ObjectId, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&id.to_hex())
 }
@@ -181,7 +188,7 @@ impl AuditLog {
             "userIdSha256": user_id_sha256,
             "requestedBy": requested_by,
             "correlation": correlation,
-            "status": "RUNNING",
+            "status": RequestStatus::Running,
             "date": { "started": DateTime::now(), "finished": Bson::Null },
             "error": Bson::Null,
         };
@@ -252,7 +259,14 @@ impl AuditLog {
     /// The final state: `DONE`, or `FAILED` with the reason.
     pub async fn finish(&self, o: &Outcome, error: Option<&str>) -> Result<(), StoreError> {
         let mut set = self.progress(o);
-        set.insert("status", if error.is_some() { "FAILED" } else { "DONE" });
+        set.insert(
+            "status",
+            if error.is_some() {
+                RequestStatus::Failed
+            } else {
+                RequestStatus::Done
+            },
+        );
         set.insert(
             "error",
             error.map_or(Bson::Null, |e| Bson::String(e.into())),
